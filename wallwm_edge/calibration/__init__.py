@@ -1,0 +1,1 @@
+"""Field calibration of multi-view camera rigs, and the rig file everything else reads."""

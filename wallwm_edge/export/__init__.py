@@ -1,0 +1,1 @@
+"""wallwm_edge.export"""
