@@ -84,6 +84,7 @@ def register(subparsers) -> None:
     i.add_argument("--out", required=True, help="dataset folder to create")
     i.add_argument("--episodes", type=lambda s: [int(x) for x in _csv(s)], default=None, help="comma-separated episode indices (default all)")
     i.add_argument("--size", type=_size, default=None, help="resize frames to N or HxW (default: keep the video size)")
+    i.add_argument("--rig", default=None, help="rig file (wallwm-rig/1) with the cameras' calibration; default: placeholder cameras flagged uncalibrated")
     i.set_defaults(func=cmd_import_lerobot)
 
 
@@ -132,6 +133,6 @@ def cmd_stats(args) -> int:
 def cmd_import_lerobot(args) -> int:
     from wallwm_edge.data.lerobot import import_lerobot
 
-    ds = import_lerobot(args.dir, args.out, episodes=args.episodes, image_size=args.size, progress=_progress("import"))
+    ds = import_lerobot(args.dir, args.out, episodes=args.episodes, image_size=args.size, rig=args.rig, progress=_progress("import"))
     print(f"imported {len(ds)} episode(s) into {args.out}; next: wallwm-edge data check {args.out}")
     return 0

@@ -1,0 +1,413 @@
+"""Import a local LeRobot v3 dataset folder into our episode format: `wallwm-edge data import-lerobot DIR`.
+
+The LeRobot v3.0 layout (lerobot >= 0.4; several episodes share one file, located through metadata):
+
+    meta/info.json                               codebase_version "v3.x", fps, features, data_path and
+                                                 video_path templates ({chunk_index}, {file_index}, {video_key})
+    meta/tasks.parquet                           task text (a string column, or the pandas index) + task_index
+    meta/subtasks.parquet                        optional: subtask text + subtask_index (per-frame labels)
+    meta/episodes/chunk-*/file-*.parquet         one row per episode: episode_index, tasks, length,
+                                                 data/chunk_index, data/file_index,
+                                                 videos/<key>/{chunk_index,file_index,from_timestamp,to_timestamp}
+    data/chunk-*/file-*.parquet                  one row per frame: episode_index, frame_index, timestamp,
+                                                 task_index, observation.state, action, (subtask_index)
+    videos/<key>/chunk-*/file-*.mp4              frames of consecutive episodes, concatenated
+
+Mapping:
+- views: every feature of dtype "video" (decoded with OpenCV) or "image" (PNG/JPEG bytes in the parquet),
+  named by the key without "observation.images."; frames resized to one common size (--size, else the
+  first camera's).
+- actions <- "action", proprio <- "observation.state" (P = 0 if absent), timestamps <- "timestamp".
+- events: one task event over the episode (caption = the episode's task text); per-frame
+  `subtask_index` labels become subtask events (runs of one label; -1 = unlabelled); without them, the
+  episode is cut into segment events at pauses of the commanded motion (`motion_segments`).
+- rig: LeRobot stores no calibration. Unless a rig file from `wallwm-edge calibrate` is given, each camera
+  gets a PLACEHOLDER: pinhole with a 60 degree horizontal field of view, principal point at the centre,
+  no distortion, identity camera-to-base pose ("fixed", or "wrist" if the name says wrist/hand/gripper).
+  Placeholders are flagged in every episode's meta.json ("extra": {"uncalibrated": [names], ...}) and in
+  dataset.json, so sight-cone masks built from them can be recognised as meaningless.
+- success: from "next.success" when present, else assumed (demonstrations) and recorded as assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from wallwm_edge.calibration.rig import Camera, Rig
+from wallwm_edge.data.dataset import Dataset
+from wallwm_edge.data.episode import Episode, Event
+from wallwm_edge.errors import DataError
+
+IMAGE_PREFIX = "observation.images."
+PLACEHOLDER_HFOV_DEG = 60.0
+WRIST_WORDS = ("wrist", "hand", "gripper", "eef")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")[:60] or "x"
+
+
+# --- reading the LeRobot folder -----------------------------------------------------------------------
+
+
+def _read_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for corrupt files
+        raise DataError(f"{path}: not a readable parquet file ({e})") from None
+
+
+def _text_index_table(path: Path, index_col: str) -> dict[int, str]:
+    """{index: text} from tasks.parquet / subtasks.parquet: the text is the one string column
+    (pandas writes it as the index, "__index_level_0__" or named), the integer column is `index_col`."""
+    import pyarrow as pa
+
+    t = _read_parquet(path)
+    if index_col not in t.column_names:
+        raise DataError(f"{path}: missing column {index_col!r} (has {t.column_names})")
+    text_cols = [c for c in t.column_names if pa.types.is_string(t.schema.field(c).type) or pa.types.is_large_string(t.schema.field(c).type)]
+    if len(text_cols) != 1:
+        raise DataError(f"{path}: expected one text column beside {index_col!r}, found {text_cols}")
+    return {int(i): str(s) for i, s in zip(t.column(index_col).to_pylist(), t.column(text_cols[0]).to_pylist())}
+
+
+class LeRobotSource:
+    """Read-only view of a local LeRobot v3 dataset folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        info_path = self.root / "meta" / "info.json"
+        try:
+            self.info = json.loads(info_path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{info_path}: not found ({self.root} is not a LeRobot dataset folder)") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"{info_path}: not valid JSON ({e})") from None
+        version = str(self.info.get("codebase_version", ""))
+        if not version.startswith("v3"):
+            raise DataError(
+                f"{info_path}: codebase_version {version!r} is not v3.x; convert it first with "
+                "`python -m lerobot.datasets.v30.convert_dataset_v21_to_v30`"
+            )
+        for key in ("fps", "features", "data_path"):
+            if key not in self.info:
+                raise DataError(f"{info_path}: missing field {key!r}")
+        self.fps = float(self.info["fps"])
+        self.features: dict = self.info["features"]
+        if "action" not in self.features:
+            raise DataError(f"{info_path}: no 'action' feature; features are {sorted(self.features)}")
+        self.camera_keys = [k for k, f in self.features.items() if f.get("dtype") in ("video", "image")]
+        if not self.camera_keys:
+            raise DataError(f"{info_path}: no camera features (dtype 'video' or 'image')")
+        if any(self.features[k]["dtype"] == "video" for k in self.camera_keys) and not self.info.get("video_path"):
+            raise DataError(f"{info_path}: video features but no 'video_path' template")
+        self.tasks = _text_index_table(self.root / "meta" / "tasks.parquet", "task_index")
+        sub = self.root / "meta" / "subtasks.parquet"
+        self.subtasks = _text_index_table(sub, "subtask_index") if sub.exists() else None
+        files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        if not files:
+            raise DataError(f"{self.root / 'meta' / 'episodes'}: no chunk-*/file-*.parquet episode tables")
+        rows = []
+        for f in files:
+            rows += _read_parquet(f).to_pylist()
+        for r in rows:
+            if "episode_index" not in r or "length" not in r:
+                raise DataError(f"{self.root / 'meta' / 'episodes'}: episode rows need 'episode_index' and 'length'")
+        self.episodes = {int(r["episode_index"]): r for r in rows}
+        self._data_cache: tuple[Path, object] | None = None
+        self._videos: dict[Path, "_VideoCursor"] = {}
+
+    @property
+    def camera_names(self) -> list[str]:
+        return [k[len(IMAGE_PREFIX):] if k.startswith(IMAGE_PREFIX) else k for k in self.camera_keys]
+
+    def _path(self, template: str, **kw) -> Path:
+        try:
+            return self.root / template.format(**kw)
+        except (KeyError, IndexError, ValueError) as e:
+            raise DataError(f"{self.root / 'meta' / 'info.json'}: path template {template!r} cannot be filled ({e})") from None
+
+    def frame_rows(self, ep: int) -> dict[str, list]:
+        """Columns of episode `ep`'s rows in its data file, sorted by frame_index."""
+        import pyarrow.compute as pc
+
+        row = self.episodes[ep]
+        path = self._path(self.info["data_path"], chunk_index=int(row.get("data/chunk_index", 0)), file_index=int(row.get("data/file_index", 0)))
+        if self._data_cache is None or self._data_cache[0] != path:
+            self._data_cache = (path, _read_parquet(path))
+        table = self._data_cache[1]
+        for col in ("episode_index", "action"):
+            if col not in table.column_names:
+                raise DataError(f"{path}: missing column {col!r}")
+        t = table.filter(pc.equal(table.column("episode_index"), ep))
+        if "frame_index" in t.column_names:
+            t = t.take(pc.sort_indices(t, sort_keys=[("frame_index", "ascending")]))
+        if t.num_rows != int(row["length"]):
+            raise DataError(f"{path}: episode {ep} has {t.num_rows} frame rows, meta/episodes says length {row['length']}")
+        return {c: t.column(c).to_pylist() for c in t.column_names}
+
+    def camera_frames(self, ep: int, key: str, cols: dict[str, list]) -> np.ndarray:
+        """(T, H, W, 3) uint8 RGB frames of camera `key` for episode `ep`."""
+        import cv2
+
+        T = int(self.episodes[ep]["length"])
+        if self.features[key]["dtype"] == "image":
+            out = []
+            for t, cell in enumerate(cols.get(key) or []):
+                data = cell.get("bytes") if isinstance(cell, dict) else cell
+                img = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                if img is None:
+                    raise DataError(f"episode {ep}: feature {key!r} frame {t}: image bytes cannot be decoded")
+                out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            if len(out) != T:
+                raise DataError(f"episode {ep}: feature {key!r} has {len(out)} images for {T} frames")
+            return np.stack(out)
+        row = self.episodes[ep]
+        need = [f"videos/{key}/chunk_index", f"videos/{key}/file_index", f"videos/{key}/from_timestamp"]
+        missing = [c for c in need if row.get(c) is None]
+        if missing:
+            raise DataError(f"{self.root / 'meta' / 'episodes'}: episode {ep} lacks {missing}")
+        path = self._path(self.info["video_path"], video_key=key, chunk_index=int(row[need[0]]), file_index=int(row[need[1]]))
+        vfps = float(self.features[key].get("info", {}).get("video.fps", self.fps))
+        start = int(round(float(row[need[2]]) * vfps))
+        cursor = self._videos.get(path)
+        if cursor is None:
+            for old in self._videos.values():  # one open decoder at a time
+                old.close()
+            self._videos = {path: (cursor := _VideoCursor(path))}
+        return cursor.read(start, T, f"episode {ep} camera {key!r}")
+
+    def close(self) -> None:
+        for c in self._videos.values():
+            c.close()
+        self._videos = {}
+
+
+class _VideoCursor:
+    """Sequential reader of one mp4: episodes are read in order, so we decode forward and seek only
+    when asked for an earlier frame (frame-accurate, unlike seeking by timestamp in some containers)."""
+
+    def __init__(self, path: Path):
+        import cv2
+
+        if not path.is_file():
+            raise DataError(f"{path}: video file missing")
+        self.path, self.cap, self.pos = path, cv2.VideoCapture(str(path)), 0
+        if not self.cap.isOpened():
+            raise DataError(f"{path}: OpenCV cannot open this video (codec unsupported by this OpenCV build?)")
+
+    def read(self, start: int, n: int, where: str) -> np.ndarray:
+        import cv2
+
+        if start < self.pos:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+            self.pos = start
+        while self.pos < start:
+            if not self.cap.grab():
+                raise DataError(f"{self.path}: {where}: video ends at frame {self.pos}, episode starts at {start}")
+            self.pos += 1
+        out = []
+        for i in range(n):
+            ok, bgr = self.cap.read()
+            if not ok:
+                raise DataError(f"{self.path}: {where}: video ends after {i} of {n} frames (from frame {start})")
+            out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            self.pos += 1
+        return np.stack(out)
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+# --- mapping to our format ----------------------------------------------------------------------------
+
+
+def placeholder_camera(name: str, height: int, width: int) -> Camera:
+    """The documented stand-in for an uncalibrated camera (see the module docstring)."""
+    f = (width / 2) / math.tan(math.radians(PLACEHOLDER_HFOV_DEG) / 2)
+    K = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1.0]])
+    wrist = any(w in name.lower() for w in WRIST_WORDS)
+    return Camera(name, width, height, K, np.zeros(5), np.eye(4), "wrist" if wrist else "fixed", np.eye(4) if wrist else None)
+
+
+def scale_camera(cam: Camera, height: int, width: int) -> Camera:
+    """Same camera seen at another resolution (intrinsics scaled about pixel centres)."""
+    if (cam.height, cam.width) == (height, width):
+        return cam
+    sx, sy = width / cam.width, height / cam.height
+    K = np.array(cam.K, np.float64)
+    K[0, 0], K[0, 1], K[0, 2] = K[0, 0] * sx, K[0, 1] * sx, (K[0, 2] + 0.5) * sx - 0.5
+    K[1, 1], K[1, 2] = K[1, 1] * sy, (K[1, 2] + 0.5) * sy - 0.5
+    return Camera(cam.name, width, height, K, cam.dist, cam.T_base_cam, cam.mount, cam.T_flange_cam)
+
+
+def label_runs(labels: list, T: int) -> list[tuple[int, int, int]]:
+    """[(start, end, label)] runs of equal per-frame labels, skipping None/negative (unlabelled) frames."""
+    runs, start = [], 0
+    for t in range(1, T + 1):
+        if t == T or labels[t] != labels[start]:
+            if labels[start] is not None and int(labels[start]) >= 0:
+                runs.append((start, t, int(labels[start])))
+            start = t
+    return runs
+
+
+def motion_segments(actions: np.ndarray, min_len: int = 5) -> list[tuple[int, int]]:
+    """Cut [0, T) at pauses of the commanded motion: local minima of the (3-frame smoothed) speed of the
+    action signal, at least `min_len` frames apart. A generic rule for robots we know nothing about;
+    the Meta-World data uses the expert's phases instead (wallwm_edge/events/phases.py)."""
+    T = len(actions)
+    if T < 2 * min_len:
+        return [(0, T)]
+    speed = np.linalg.norm(np.diff(actions.astype(np.float64), axis=0, prepend=actions[:1]), axis=1)  # (T,)
+    speed = np.convolve(np.pad(speed, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+    minima = [t for t in range(1, T - 1) if speed[t] < speed[t - 1] and speed[t] <= speed[t + 1]]
+    cuts = []
+    for t in sorted(minima, key=lambda t: speed[t]):  # deepest pauses first
+        if t >= min_len and T - t >= min_len and all(abs(t - c) >= min_len for c in cuts):
+            cuts.append(t)
+    bounds = [0] + sorted(cuts) + [T]
+    return [(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def episode_events(task_text: str, T: int, subtask_runs: list[tuple[int, int, str]] | None, actions: np.ndarray) -> tuple[Event, ...]:
+    task_key = f"task:{slug(task_text)}"
+    events = [Event("task", 0, T, task_key, task_text)]
+    if subtask_runs:
+        events += [Event("subtask", s, e, f"subtask:{slug(text)}", text, parent=0) for s, e, text in subtask_runs]
+    else:
+        segs = motion_segments(actions)
+        for i, (s, e) in enumerate(segs):
+            events.append(Event("segment", s, e, f"segment:{slug(task_text)}:{i}", f"part {i + 1} of: {task_text}", parent=0))
+    return tuple(events)
+
+
+def import_lerobot(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    episodes: list[int] | None = None,
+    image_size: tuple[int, int] | None = None,
+    rig: str | os.PathLike | None = None,
+    progress: Callable | None = None,
+) -> Dataset:
+    """Convert the LeRobot v3 folder `src` into a new dataset at `out`; returns it (finalized)."""
+    source = LeRobotSource(src)
+    names = source.camera_names
+    ids = sorted(source.episodes) if episodes is None else list(episodes)
+    for ep in ids:
+        if ep not in source.episodes:
+            raise DataError(f"{src}: no episode {ep} (has {min(source.episodes)}..{max(source.episodes)})")
+    if image_size is None:  # the first camera's size; others are resized to it
+        shape = source.features[source.camera_keys[0]].get("shape", [])
+        names_ = source.features[source.camera_keys[0]].get("names") or []
+        if len(shape) == 3 and list(names_)[:1] in (["channels"], ["c"], ["channel"]):
+            image_size = (int(shape[1]), int(shape[2]))
+        elif len(shape) == 3:
+            image_size = (int(shape[0]), int(shape[1]))
+        else:
+            raise DataError(f"{src}: feature {source.camera_keys[0]!r} has no (C, H, W) or (H, W, C) shape; pass --size")
+    H, W = image_size
+    if rig is not None:
+        cams = tuple(scale_camera(c, H, W) for c in Rig.load(rig).select(names).cameras)
+        uncalibrated: list[str] = []
+    else:
+        cams = tuple(placeholder_camera(n, H, W) for n in names)
+        uncalibrated = list(names)
+    the_rig = Rig(cams)
+    A = int(np.prod(source.features["action"]["shape"]))
+    P = int(np.prod(source.features["observation.state"]["shape"])) if "observation.state" in source.features else 0
+    robot = source.info.get("robot_type") or "unknown"
+    calibration = f"placeholder pinhole, {PLACEHOLDER_HFOV_DEG:.0f} deg hfov, identity pose (uncalibrated)" if uncalibrated else f"rig file {rig}"
+    ds = Dataset.create(
+        out,
+        views=names,
+        image_size=(H, W),
+        action_dim=A,
+        proprio_dim=P,
+        fps=source.fps,
+        action_space=f"lerobot:{robot}:" + ",".join(map(str, _names(source.features["action"]) or [f"a{i}" for i in range(A)])),
+        generator={"source": "lerobot", "path": str(Path(src).resolve()), "codebase_version": source.info.get("codebase_version"),
+                   "episodes": ids, "uncalibrated": uncalibrated, "calibration": calibration},
+    )
+    import cv2
+
+    dname = slug(Path(src).resolve().name)
+    try:
+        for ep in progress(ids) if progress else ids:
+            cols = source.frame_rows(ep)
+            T = int(source.episodes[ep]["length"])
+            where = f"{src}: episode {ep}"
+            actions = _matrix(cols["action"], T, A, f"{where} field action")
+            proprio = _matrix(cols["observation.state"], T, P, f"{where} field observation.state") if P else np.zeros((T, 0), np.float32)
+            ts = np.asarray(cols.get("timestamp") or (np.arange(T) / source.fps), np.float64)
+            views = []
+            for key in source.camera_keys:
+                fr = source.camera_frames(ep, key, cols)  # (T, h, w, 3)
+                if fr.shape[1:3] != (H, W):
+                    fr = np.stack([cv2.resize(f, (W, H), interpolation=cv2.INTER_AREA) for f in fr])
+                views.append(fr)
+            frames = np.stack(views, axis=1)  # (T, V, H, W, 3)
+            task_text = _task_text(source, ep, cols)
+            runs = None
+            if source.subtasks is not None and cols.get("subtask_index") is not None:
+                runs = [(s, e, source.subtasks.get(i, "")) for s, e, i in label_runs(cols["subtask_index"], T)]
+            succ = cols.get("next.success")
+            success = bool(any(bool(np.any(x)) for x in succ)) if succ is not None else True
+            ds.append(
+                Episode(
+                    episode_id=f"{dname}_e{ep:05d}",
+                    task=task_text,
+                    frames=frames,
+                    actions=actions,
+                    proprio=proprio,
+                    timestamps=ts,
+                    cam_poses=np.stack([c.T_base_cam for c in cams])[None].repeat(T, axis=0),
+                    rig=the_rig,
+                    events=episode_events(task_text, T, runs, actions),
+                    seed=ep,
+                    fps=source.fps,
+                    success=success,
+                    split_tags=("lerobot",),
+                    extra={"source": "lerobot", "lerobot_episode_index": ep, "uncalibrated": uncalibrated,
+                           "calibration": calibration, "success_source": "next.success" if succ is not None else "assumed (demonstration)"},
+                )
+            )
+    finally:
+        source.close()
+    return ds.finalize()
+
+
+def _names(feature: dict) -> list | None:
+    n = feature.get("names")
+    if isinstance(n, dict):  # {"motors": [...]} in older datasets
+        n = next(iter(n.values()), None)
+    return list(n) if isinstance(n, list) else None
+
+
+def _matrix(col: list, T: int, D: int, where: str) -> np.ndarray:
+    try:
+        m = np.asarray(col, np.float32).reshape(T, D)
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{where}: expected {T} rows of {D} numbers ({e})") from None
+    return m
+
+
+def _task_text(source: LeRobotSource, ep: int, cols: dict) -> str:
+    tasks = source.episodes[ep].get("tasks")
+    if isinstance(tasks, list) and tasks:
+        return str(tasks[0])
+    ti = (cols.get("task_index") or [None])[0]
+    if ti is not None and int(ti) in source.tasks:
+        return source.tasks[int(ti)]
+    raise DataError(f"{source.root}: episode {ep} has no task (no 'tasks' in meta/episodes, no known task_index)")
