@@ -221,7 +221,7 @@ def check_events(meta: dict, eid: str, T: int) -> tuple[list[Problem], list[dict
         return [Problem("meta", "meta.json field 'events' must be a list", eid, "events")], []
     if not events:
         problems.append(Problem("events", "episode has no events", eid, "events", severity="warning"))
-    parsed: list[dict | None] = []
+    parsed: list[dict | None] = []  # events with a valid track and span (content problems aside)
     for i, e in enumerate(events):
         fld = f"events[{i}]"
         if not isinstance(e, dict) or not all(k in e for k in ("track", "start", "end")):
@@ -229,23 +229,25 @@ def check_events(meta: dict, eid: str, T: int) -> tuple[list[Problem], list[dict
             parsed.append(None)
             continue
         track, s, t = e["track"], e["start"], e["end"]
+        frame = s if isinstance(s, int) else None
         ok = True
         if track not in TRACKS:
             problems.append(Problem("events", f"unknown track {track!r} (expected one of {list(TRACKS)})", eid, fld))
             ok = False
         if not (isinstance(s, int) and isinstance(t, int) and 0 <= s < t <= T):
-            problems.append(Problem("event_range", f"span [{s}, {t}) out of range (need 0 <= start < end <= {T})", eid, fld, s if isinstance(s, int) else None))
+            problems.append(Problem("event_range", f"span [{s}, {t}) out of range (need 0 <= start < end <= {T})", eid, fld, frame))
             ok = False
-        if not isinstance(e.get("caption"), str) or not e["caption"].strip():
-            problems.append(Problem("caption", f"{track} event [{s}, {t}) has no caption", eid, fld, s if isinstance(s, int) else None))
-            ok = False
-        if not isinstance(e.get("key"), str) or not e["key"].strip():
-            problems.append(Problem("caption", f"{track} event [{s}, {t}) has no key", eid, fld, s if isinstance(s, int) else None))
-            ok = False
-        if ok and not e.get("paraphrases"):
-            problems.append(Problem("caption", f"event {e['key']!r} has no paraphrases", eid, fld, s, severity="warning"))
         parsed.append(e if ok else None)
-        if ok:
+        text_ok = True
+        if not isinstance(e.get("caption"), str) or not e["caption"].strip():
+            problems.append(Problem("caption", f"{track} event [{s}, {t}) has no caption", eid, fld, frame))
+            text_ok = False
+        if not isinstance(e.get("key"), str) or not e["key"].strip():
+            problems.append(Problem("caption", f"{track} event [{s}, {t}) has no key", eid, fld, frame))
+            text_ok = False
+        if ok and text_ok:
+            if not e.get("paraphrases"):
+                problems.append(Problem("caption", f"event {e['key']!r} has no paraphrases", eid, fld, s, severity="warning"))
             good.append(e)
     # overlap within a track: sort by start, compare neighbours
     for track in TRACKS:
@@ -259,9 +261,11 @@ def check_events(meta: dict, eid: str, T: int) -> tuple[list[Problem], list[dict
             continue
         p = e["parent"]
         fld = f"events[{i}]"
-        if not isinstance(p, int) or not 0 <= p < len(parsed) or parsed[p] is None:
+        if not isinstance(p, int) or not 0 <= p < len(parsed):
             problems.append(Problem("event_parent", f"parent {p!r} is not a valid event index", eid, fld, e["start"]))
             continue
+        if parsed[p] is None:
+            continue  # the parent itself is malformed, and reported as such
         par = parsed[p]
         if TRACKS.index(par["track"]) >= TRACKS.index(e["track"]):
             problems.append(Problem("event_parent", f"parent events[{p}] is on track {par['track']!r}, not coarser than {e['track']!r}", eid, fld, e["start"]))

@@ -265,7 +265,8 @@ def label_runs(labels: list, T: int) -> list[tuple[int, int, int]]:
 
 def motion_segments(actions: np.ndarray, min_len: int = 5) -> list[tuple[int, int]]:
     """Cut [0, T) at pauses of the commanded motion: local minima of the (3-frame smoothed) speed of the
-    action signal, at least `min_len` frames apart. A generic rule for robots we know nothing about;
+    action signal (LeRobot actions are usually joint-position targets, so their change is the commanded
+    velocity), deepest first, at least `min_len` frames apart. A generic rule for robots we know nothing about;
     the Meta-World data uses the expert's phases instead (wallwm_edge/events/phases.py)."""
     T = len(actions)
     if T < 2 * min_len:
