@@ -59,11 +59,12 @@ def register(subparsers) -> None:
     g = sub.add_parser("generate", help="simulate Meta-World episodes with the scripted experts", epilog=GENERATE_EXAMPLE, formatter_class=fmt)
     g.add_argument("--out", required=True, help="dataset folder to create")
     g.add_argument("--tasks", type=_csv, default=None, help="comma-separated Meta-World task names (default: the generator's default set)")
-    g.add_argument("--episodes-per-task", type=int, default=2, help="episodes per task (default 2)")
-    g.add_argument("--size", type=_size, default=(64, 64), help="image size N or HxW (default 64)")
-    g.add_argument("--views", type=_csv, default=None, help="comma-separated camera names (default: the generator's corner, top, gripper views)")
+    g.add_argument("--episodes-per-task", type=int, default=None, help="episodes per task (default: the generator's, 4)")
+    g.add_argument("--size", type=_size, default=None, help="image size N or HxW (default: the generator's, 96)")
+    g.add_argument("--views", type=_csv, default=None, help="comma-separated MuJoCo camera names (default: corner,topview,gripperPOV)")
     g.add_argument("--seed", type=int, default=0, help="base seed; the same seed gives the same dataset (default 0)")
     g.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    g.add_argument("--resume", action="store_true", help="complete an existing dataset at --out instead of refusing it")
     g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("check", help="validate a dataset, naming episode, field and frame of each problem", epilog=CHECK_EXAMPLE, formatter_class=fmt)
@@ -89,17 +90,20 @@ def register(subparsers) -> None:
 
 
 def cmd_generate(args) -> int:
-    if args.episodes_per_task <= 0 or args.workers <= 0:
+    if (args.episodes_per_task is not None and args.episodes_per_task <= 0) or args.workers <= 0:
         raise ConfigError("--episodes-per-task and --workers must be positive")
     from wallwm_edge.sim.generate import generate_dataset
 
-    kwargs = dict(out=args.out, episodes_per_task=args.episodes_per_task, image_size=args.size, seed=args.seed, workers=args.workers)
-    if args.tasks is not None:
-        kwargs["tasks"] = args.tasks
-    if args.views is not None:
-        kwargs["views"] = args.views
-    generate_dataset(**kwargs)
-    print(f"wrote {args.out}; next: wallwm-edge data check {args.out}")
+    kwargs = dict(out=args.out, seed=args.seed, workers=args.workers, exist_ok=args.resume)
+    for key, value in (("tasks", args.tasks), ("views", args.views), ("image_size", args.size), ("episodes_per_task", args.episodes_per_task)):
+        if value is not None:
+            kwargs[key] = value
+    summary = generate_dataset(**kwargs)
+    if isinstance(summary, dict) and "episodes" in summary:
+        failed = summary.get("failed_episodes") or []
+        print(f"wrote {summary['episodes']} episode(s), {summary.get('frames', '?')} frames to {args.out} in {summary.get('seconds', 0):.1f} s"
+              + (f"; expert failed on {len(failed)}: {', '.join(failed)}" if failed else ""))
+    print(f"next: wallwm-edge data check {args.out}")
     return 0
 
 
