@@ -262,6 +262,14 @@ def test_warnings_do_not_fail(root):
     validate_or_raise(root)
 
 
+def test_blank_view_is_a_warning(root):
+    f = np.load(ep_dir(root) / "frames.npy").copy()
+    f[:, 1] = 0
+    rewrite_array(ep_dir(root), "frames.npy", f)
+    (p,) = check_dataset(root)
+    assert (p.kind, p.severity, p.episode, p.field, p.view) == ("blank", "warning", EP0, "frames", "top")
+
+
 def test_dataset_level_problems(tmp_path):
     assert [p.kind for p in check_dataset(tmp_path / "nope")] == ["missing"]
     (tmp_path / "dataset.json").write_text(json.dumps({"format": "other"}))

@@ -14,7 +14,8 @@ What is checked, per episode:
   parent on a coarser track and enclosing the child, paraphrases present (warning).
 Dataset-wide: dataset.json well-formed, listed episodes exist, episodes match its views/sizes/dims,
 one caption per event key across episodes, stale `.tmp-*` / `.old-*` folders from interrupted writes.
-Frames themselves (uint8) are only checked for shape, dtype, size and checksum.
+Frames (uint8) are checked for shape, dtype, size and checksum, and 8 sampled frames per view for
+being one flat colour (warning: a renderer or camera failure).
 """
 
 from __future__ import annotations
@@ -167,6 +168,13 @@ def check_values(ep_dir: Path, eid: str, good: set[str], views: list[str], camer
                 problems += _per_frame("nonfinite", "NaN or inf", ~np.isfinite(arr[:, v]).reshape(len(arr), -1).all(1), eid, FIELDS[name], view)
         else:
             problems += _per_frame("nonfinite", "NaN or inf", ~fin, eid, FIELDS[name])
+    if "frames.npy" in good:  # a constant view means the renderer or camera failed; 8 frames tell
+        fr = load_array(ep_dir / "frames.npy", mmap=True)  # (T, V, H, W, 3)
+        sample = np.asarray(fr[np.unique(np.linspace(0, len(fr) - 1, 8).astype(int))]) if len(fr) else fr
+        for v, view in enumerate(views):
+            if len(sample) and sample[:, v].min() == sample[:, v].max():
+                problems.append(Problem("blank", f"view is one flat colour ({int(sample[:, v].max())}) in every sampled frame (renderer or camera failure?)",
+                                        eid, "frames", None, view, severity="warning"))
     ts = arrays.get("timestamps.npy")
     if ts is not None and len(ts) > 1:
         with np.errstate(invalid="ignore"):
