@@ -13,6 +13,8 @@ from wallwm_edge.data.dataset import Dataset
 from wallwm_edge.data.lerobot import PLACEHOLDER_HFOV_DEG, import_lerobot, label_runs, motion_segments
 from wallwm_edge.errors import DataError
 
+pytest.importorskip("pyarrow")
+
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):

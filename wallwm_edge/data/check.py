@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
 from wallwm_edge.calibration.rig import Camera
-from wallwm_edge.data.dataset import FORMAT, INFO, REQUIRED, Dataset
+from wallwm_edge.data.dataset import INFO, Dataset
 from wallwm_edge.data.episode import FIELDS, META, TRACKS, array_specs, load_array, sha256_file
 from wallwm_edge.errors import DataError
 

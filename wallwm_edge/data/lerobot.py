@@ -43,7 +43,7 @@ import numpy as np
 from wallwm_edge.calibration.rig import Camera, Rig
 from wallwm_edge.data.dataset import Dataset
 from wallwm_edge.data.episode import Episode, Event
-from wallwm_edge.errors import DataError
+from wallwm_edge.errors import ConfigError, DataError
 
 IMAGE_PREFIX = "observation.images."
 PLACEHOLDER_HFOV_DEG = 60.0
@@ -86,6 +86,10 @@ class LeRobotSource:
     """Read-only view of a local LeRobot v3 dataset folder."""
 
     def __init__(self, root: str | os.PathLike):
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ConfigError("import-lerobot reads parquet with pyarrow: pip install 'wallwm-edge[train]' (or pyarrow)") from None
         self.root = Path(root)
         info_path = self.root / "meta" / "info.json"
         try:
