@@ -245,6 +245,13 @@ def test_every_problem_is_reported_not_just_the_first(root):
     assert "4 problem(s)" in msg and f"episode {EP0}, field actions, frame 5" in msg and "+2 more" in msg
 
 
+def test_changed_file_gets_checksum_and_value_errors(root):
+    a = arr(ep_dir(root), "actions.npy")
+    a[4] = np.nan
+    np.save(ep_dir(root) / "actions.npy", a)  # meta.json keeps the old sha256
+    assert sorted((p.kind, p.frame) for p in check_dataset(root)) == [("checksum", None), ("nonfinite", 4)]
+
+
 def test_many_bad_frames_are_listed_compactly(root):
     a = arr(ep_dir(root), "actions.npy")
     a[:, 0] = np.nan
