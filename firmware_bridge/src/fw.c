@@ -1,0 +1,494 @@
+/* The firmware core: message dispatch, sequence numbers, chunk queue, watchdog (PROTOCOL.md).
+ * The interpolator lives in interp.c; bytes on the wire in wire.c. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "wwfw.h"
+
+void wwfw_interp_tick(wwfw *fw);      /* interp.c */
+void wwfw_stop_motion(wwfw *fw);      /* interp.c */
+
+static float rdf(const uint8_t *p) {
+  uint32_t u = wwfw_rd32(p);
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+static void wrf(uint8_t *p, float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  wwfw_wr32(p, u);
+}
+
+static void logf_(wwfw *fw, const char *fmt, ...) {
+  char line[160];
+  va_list ap;
+  if (!fw->log) return;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  fw->log(fw->log_ctx, line);
+}
+
+void wwfw_default_arm(wwfw_arm *arm, uint8_t n_joints) {
+  uint8_t j;
+  memset(arm, 0, sizeof *arm);
+  if (n_joints < 1) n_joints = 1;
+  if (n_joints > WWFW_MAX_JOINTS) n_joints = WWFW_MAX_JOINTS;
+  arm->n_joints = n_joints;
+  arm->has_gripper = 1;
+  arm->control_rate_hz = 500;
+  arm->feedback_rate_hz = 50;
+  arm->watchdog_hold_ms = 250;
+  arm->watchdog_estop_ms = 1000;
+  for (j = 0; j < n_joints; j++) arm->joint[j] = (wwfw_limit){-2.9f, 2.9f, 2.0f};
+  arm->joint[n_joints] = (wwfw_limit){0.0f, 1.0f, 4.0f};
+  for (j = 0; j < 3; j++) arm->ee[j] = (wwfw_limit){-1.0f, 1.0f, 1.0f};
+  for (j = 3; j < 6; j++) arm->ee[j] = (wwfw_limit){-3.2f, 3.2f, 3.0f};
+  arm->ee[6] = (wwfw_limit){0.0f, 1.0f, 4.0f};
+}
+
+static uint8_t cols_for(const wwfw *fw, uint8_t fmt) {
+  return (uint8_t)(((fmt & WWFW_FMT_EE) ? 6u : fw->arm.n_joints) + fw->arm.has_gripper);
+}
+const wwfw_limit *wwfw_limits(const wwfw *fw, uint8_t fmt) { return (fmt & WWFW_FMT_EE) ? fw->arm.ee : fw->arm.joint; }
+
+static void drop_queue(wwfw *fw, const char *why) {
+  while (fw->c_read != fw->c_write) {
+    logf_(fw, "dropped chunk=%u reason=%s", fw->chunks[fw->c_read % WWFW_MAX_CHUNKS].id, why);
+    fw->c_read++;
+  }
+  if (fw->open_valid) logf_(fw, "abandoned chunk=%u rows=%u", fw->open.id, fw->open.received);
+  fw->open_valid = 0;
+  fw->q_read = fw->q_write;
+}
+
+void wwfw_init(wwfw *fw, const wwfw_arm *arm, uint32_t boot_id) {
+  void (*log)(void *, const char *) = fw->log;
+  void *log_ctx = fw->log_ctx;
+  uint8_t c;
+  memset(fw, 0, sizeof *fw);
+  fw->log = log;
+  fw->log_ctx = log_ctx;
+  fw->arm = *arm;
+  fw->ncols = cols_for(fw, 0);
+  fw->boot_id = boot_id;
+  fw->faults = WWFW_F_BOOTED;
+  fw->last_done = 0xFFFFu;
+  for (c = 0; c < WWFW_MAX_COLS; c++) {
+    const wwfw_limit *l = &arm->joint[c];
+    float v = 0.0f;
+    if (c < fw->ncols) v = v < l->lo ? l->lo : v > l->hi ? l->hi : v;
+    fw->cmd[c] = fw->meas_pos[c] = fw->p0[c] = fw->p1[c] = v;
+  }
+  logf_(fw, "boot id=%lu", (unsigned long)boot_id);
+}
+
+/* ---- replies ------------------------------------------------------------------------------------- */
+static uint8_t *out_begin(wwfw *fw, uint8_t type) {
+  uint8_t *m;
+  if (fw->out_write - fw->out_read >= WWFW_OUTBOX) { /* host not reading: drop the oldest reply */
+    fw->out_read++;
+    fw->out_dropped++;
+  }
+  m = fw->out[fw->out_write % WWFW_OUTBOX];
+  m[0] = type;
+  wwfw_wr16(m + 1, fw->tx_seq++);
+  return m + WWFW_HEADER;
+}
+static void out_end(wwfw *fw, size_t body) {
+  uint8_t *m = fw->out[fw->out_write % WWFW_OUTBOX];
+  size_t n = WWFW_HEADER + body;
+  wwfw_wr32(m + n, wwfw_crc32c(m, n));
+  fw->out_len[fw->out_write % WWFW_OUTBOX] = (uint16_t)(n + WWFW_CRC);
+  fw->out_write++;
+}
+
+int wwfw_outbox_pop(wwfw *fw, uint8_t *msg, size_t *n) {
+  if (fw->out_read == fw->out_write) return 0;
+  *n = fw->out_len[fw->out_read % WWFW_OUTBOX];
+  memcpy(msg, fw->out[fw->out_read % WWFW_OUTBOX], *n);
+  fw->out_read++;
+  return 1;
+}
+
+static uint16_t level(const wwfw *fw) { return (uint16_t)(fw->q_write - fw->q_read); }
+static uint16_t free_points(const wwfw *fw) {
+  uint32_t used = fw->q_write - fw->q_read + (fw->open_valid ? fw->open.received : 0u);
+  return (uint16_t)(WWFW_QUEUE_POINTS - used);
+}
+
+static void send_ack(wwfw *fw, uint16_t seq, uint16_t chunk, uint16_t rows) {
+  uint8_t *b = out_begin(fw, WWFW_ACK);
+  wwfw_wr16(b, seq);
+  wwfw_wr16(b + 2, chunk);
+  wwfw_wr16(b + 4, rows);
+  wwfw_wr16(b + 6, level(fw));
+  wwfw_wr16(b + 8, free_points(fw));
+  out_end(fw, 10);
+}
+
+static void send_nack(wwfw *fw, uint16_t seq, uint8_t reason, uint16_t chunk, uint16_t row, uint8_t col) {
+  uint8_t *b = out_begin(fw, WWFW_NACK);
+  wwfw_wr16(b, seq);
+  wwfw_wr16(b + 2, fw->rx_expected);
+  b[4] = reason;
+  wwfw_wr16(b + 5, chunk);
+  wwfw_wr16(b + 7, row);
+  b[9] = col;
+  wwfw_wr16(b + 10, level(fw));
+  wwfw_wr16(b + 12, free_points(fw));
+  out_end(fw, 14);
+}
+
+static void send_arm_info(wwfw *fw) {
+  uint8_t *b = out_begin(fw, WWFW_ARM_INFO);
+  const wwfw_arm *a = &fw->arm;
+  size_t k = 25;
+  uint8_t j;
+  b[0] = WWFW_PROTO_VERSION;
+  b[1] = a->n_joints;
+  b[2] = a->has_gripper;
+  wwfw_wr16(b + 3, a->control_rate_hz);
+  wwfw_wr16(b + 5, a->feedback_rate_hz);
+  wwfw_wr16(b + 7, WWFW_QUEUE_POINTS);
+  wwfw_wr16(b + 9, WWFW_MAX_MSG);
+  wwfw_wr16(b + 11, a->watchdog_hold_ms);
+  wwfw_wr16(b + 13, a->watchdog_estop_ms);
+  wwfw_wr32(b + 15, fw->boot_id);
+  wwfw_wr32(b + 19, fw->session);
+  wwfw_wr16(b + 23, fw->rx_expected);
+  for (j = 0; j < a->n_joints + a->has_gripper; j++, k += 12) {
+    wrf(b + k, a->joint[j].lo), wrf(b + k + 4, a->joint[j].hi), wrf(b + k + 8, a->joint[j].vmax);
+  }
+  for (j = 0; j < 6 + a->has_gripper; j++, k += 12) {
+    wrf(b + k, a->ee[j].lo), wrf(b + k + 4, a->ee[j].hi), wrf(b + k + 8, a->ee[j].vmax);
+  }
+  out_end(fw, k);
+}
+
+static void send_state(wwfw *fw) {
+  uint8_t *b = out_begin(fw, WWFW_STATE);
+  uint8_t c;
+  size_t k = 26;
+  wwfw_wr32(b, fw->now_ms);
+  wwfw_wr32(b + 4, fw->boot_id);
+  b[8] = fw->mode;
+  b[9] = fw->ncols;
+  wwfw_wr16(b + 10, fw->faults);
+  wwfw_wr16(b + 12, level(fw));
+  wwfw_wr16(b + 14, free_points(fw));
+  wwfw_wr16(b + 16, fw->active ? fw->cur.id : 0xFFFFu);
+  wwfw_wr16(b + 18, fw->active ? fw->idx : 0u);
+  wwfw_wr16(b + 20, fw->last_done);
+  wwfw_wr16(b + 22, fw->rx_expected);
+  wwfw_wr16(b + 24, (uint16_t)fw->crc_errors);
+  for (c = 0; c < fw->ncols; c++, k += 4) wrf(b + k, fw->meas_pos[c]);
+  for (c = 0; c < fw->ncols; c++, k += 4) wrf(b + k, fw->meas_vel[c]);
+  out_end(fw, k);
+  fw->faults &= WWFW_STICKY; /* informational flags are reported once */
+}
+
+/* ---- chunk queue ---------------------------------------------------------------------------------- */
+uint32_t wwfw_points_crc(const wwfw *fw, const wwfw_chunk *ch) {
+  /* CRC-32C over the chunk's float32 points, row-major, little-endian: the host computes the same */
+  uint8_t buf[4];
+  uint32_t c = 0xFFFFFFFFu, r;
+  uint8_t cols = cols_for(fw, ch->fmt), j;
+  for (r = 0; r < ch->len; r++) {
+    for (j = 0; j < cols; j++) {
+      wrf(buf, fw->points[(ch->start + r) % WWFW_QUEUE_POINTS][j]);
+      c = wwfw_crc32c_update(c, buf, 4);
+    }
+  }
+  return c ^ 0xFFFFFFFFu;
+}
+
+/* decode and check `rows` rows into the open chunk; returns 0 or a NACK reason (row/col set) */
+static uint8_t store_rows(wwfw *fw, const uint8_t *p, uint16_t rows, uint16_t *bad_row, uint8_t *bad_col) {
+  wwfw_chunk *ch = &fw->open;
+  const wwfw_limit *lim = wwfw_limits(fw, ch->fmt);
+  uint8_t cols = cols_for(fw, ch->fmt), enc = ch->fmt & 3u, j;
+  uint16_t r;
+  for (r = 0; r < rows; r++) {
+    float *dst = fw->points[(ch->start + ch->received + r) % WWFW_QUEUE_POINTS];
+    for (j = 0; j < cols; j++) {
+      float v;
+      if (enc == WWFW_ENC_INT16) {
+        int16_t raw = (int16_t)wwfw_rd16(p);
+        float center = 0.5f * (lim[j].lo + lim[j].hi), scale = (0.5f * (lim[j].hi - lim[j].lo)) / 32767.0f;
+        v = raw == -32768 ? NAN : center + (float)raw * scale;
+        p += 2;
+      } else if (enc == WWFW_ENC_F16) {
+        v = wwfw_half_to_float(wwfw_rd16(p));
+        p += 2;
+      } else {
+        v = rdf(p);
+        p += 4;
+      }
+      if (v != v || v < lim[j].lo || v > lim[j].hi) {
+        *bad_row = (uint16_t)(ch->received + r);
+        *bad_col = j;
+        return v != v ? WWFW_NACK_BAD_CHUNK : WWFW_NACK_LIMIT;
+      }
+      dst[j] = v;
+    }
+  }
+  ch->received = (uint16_t)(ch->received + rows);
+  return 0;
+}
+
+static void commit_open(wwfw *fw) {
+  wwfw_chunk *ch = &fw->open;
+  if (ch->mode == WWFW_START_REPLACE) { /* drop every unplayed point before it, then take over */
+    while (fw->c_read != fw->c_write) {
+      logf_(fw, "dropped chunk=%u reason=replaced", fw->chunks[fw->c_read % WWFW_MAX_CHUNKS].id);
+      fw->c_read++;
+    }
+    if (fw->active) logf_(fw, "preempted chunk=%u row=%u", fw->cur.id, fw->idx);
+    fw->active = 0;
+    fw->q_read = ch->start;
+  }
+  fw->q_write = ch->start + ch->len;
+  fw->chunks[fw->c_write % WWFW_MAX_CHUNKS] = *ch;
+  fw->c_write++;
+  fw->open_valid = 0;
+  if (fw->log) {
+    char line[160];
+    snprintf(line, sizeof line, "queued chunk=%u event=%lu len=%u cols=%u mode=%u fmt=%u crc=%08lx", ch->id,
+             (unsigned long)ch->event_id, ch->len, cols_for(fw, ch->fmt), ch->mode, ch->fmt,
+             (unsigned long)wwfw_points_crc(fw, ch));
+    fw->log(fw->log_ctx, line);
+  }
+}
+
+static void reject_open(wwfw *fw, uint16_t seq, uint8_t reason, uint16_t row, uint8_t col) {
+  logf_(fw, "rejected chunk=%u reason=%u row=%u col=%u", fw->open.id, reason, row, col);
+  fw->rejected_id = fw->open.id;
+  fw->rejected_valid = 1;
+  fw->open_valid = 0;
+  fw->faults |= WWFW_F_REJECTED;
+  fw->rx_expected++;
+  send_nack(fw, seq, reason, fw->rejected_id, row, col);
+}
+
+static void on_chunk_begin(wwfw *fw, uint16_t seq, const uint8_t *b, size_t n) {
+  wwfw_chunk ch;
+  uint8_t enc, cols;
+  size_t row_bytes, rows;
+  uint16_t bad_row = 0;
+  uint8_t bad_col = 0, r;
+  if (n < 18) {
+    fw->rx_expected++;
+    send_nack(fw, seq, WWFW_NACK_BAD_MESSAGE, 0xFFFFu, 0, 0);
+    return;
+  }
+  memset(&ch, 0, sizeof ch);
+  ch.id = wwfw_rd16(b);
+  ch.event_id = wwfw_rd32(b + 2);
+  ch.len = wwfw_rd16(b + 6);
+  ch.rate = rdf(b + 8);
+  ch.mode = b[12];
+  ch.fmt = b[13];
+  ch.start_ms = wwfw_rd32(b + 14);
+  enc = ch.fmt & 3u;
+  cols = cols_for(fw, ch.fmt);
+  row_bytes = (size_t)cols * (enc == WWFW_ENC_F32 ? 4u : 2u);
+  rows = (n - 18) / row_bytes;
+  if (fw->mode == WWFW_MODE_ESTOP) {
+    fw->rx_expected++;
+    send_nack(fw, seq, WWFW_NACK_ESTOPPED, ch.id, 0, 0);
+    return;
+  }
+  if (fw->open_valid) logf_(fw, "abandoned chunk=%u rows=%u", fw->open.id, fw->open.received);
+  fw->open_valid = 0;
+  if (ch.len == 0 || ch.len > WWFW_QUEUE_POINTS || enc > WWFW_ENC_F32 || (ch.fmt & 0xF0u) || ch.mode > 2 ||
+      !(ch.rate > 0.0f) || ch.rate > (float)fw->arm.control_rate_hz || (n - 18) % row_bytes != 0 || rows > ch.len) {
+    fw->open = ch;
+    reject_open(fw, seq, WWFW_NACK_BAD_CHUNK, 0, 0);
+    return;
+  }
+  if ((uint32_t)ch.len > free_points(fw) || fw->c_write - fw->c_read >= WWFW_MAX_CHUNKS) {
+    send_nack(fw, seq, WWFW_NACK_BUFFER_FULL, ch.id, 0, 0); /* not consumed: the host retries later */
+    return;
+  }
+  ch.start = fw->q_write;
+  fw->open = ch;
+  fw->open_valid = 1;
+  fw->rejected_valid = 0;
+  r = store_rows(fw, b + 18, (uint16_t)rows, &bad_row, &bad_col);
+  if (r) {
+    reject_open(fw, seq, r, bad_row, bad_col);
+    return;
+  }
+  fw->rx_expected++;
+  if (fw->open.received == fw->open.len) commit_open(fw);
+  send_ack(fw, seq, ch.id, (uint16_t)rows);
+}
+
+static void on_chunk_data(wwfw *fw, uint16_t seq, const uint8_t *b, size_t n) {
+  uint16_t id, first, bad_row = 0;
+  uint8_t cols, r, bad_col = 0;
+  size_t row_bytes, rows;
+  if (n < 4) {
+    fw->rx_expected++;
+    send_nack(fw, seq, WWFW_NACK_BAD_MESSAGE, 0xFFFFu, 0, 0);
+    return;
+  }
+  id = wwfw_rd16(b);
+  first = wwfw_rd16(b + 2);
+  if (fw->mode == WWFW_MODE_ESTOP || !fw->open_valid || fw->open.id != id || first != fw->open.received) {
+    fw->rx_expected++;
+    send_nack(fw, seq, fw->mode == WWFW_MODE_ESTOP ? WWFW_NACK_ESTOPPED : WWFW_NACK_BAD_CHUNK, id, first, 0);
+    return;
+  }
+  cols = cols_for(fw, fw->open.fmt);
+  row_bytes = (size_t)cols * ((fw->open.fmt & 3u) == WWFW_ENC_F32 ? 4u : 2u);
+  rows = (n - 4) / row_bytes;
+  if ((n - 4) % row_bytes != 0 || rows == 0 || rows > (size_t)(fw->open.len - fw->open.received)) {
+    reject_open(fw, seq, WWFW_NACK_BAD_CHUNK, first, 0);
+    return;
+  }
+  r = store_rows(fw, b + 4, (uint16_t)rows, &bad_row, &bad_col);
+  if (r) {
+    reject_open(fw, seq, r, bad_row, bad_col);
+    return;
+  }
+  fw->rx_expected++;
+  rows = fw->open.received;
+  if (fw->open.received == fw->open.len) commit_open(fw);
+  send_ack(fw, seq, id, (uint16_t)rows);
+}
+
+void wwfw_hold(wwfw *fw, uint16_t why) {
+  if (fw->mode == WWFW_MODE_ESTOP) return;
+  drop_queue(fw, "hold");
+  wwfw_stop_motion(fw);
+  fw->mode = WWFW_MODE_HOLD;
+  fw->faults |= why;
+  logf_(fw, "hold faults=%u", fw->faults);
+}
+
+void wwfw_estop(wwfw *fw, uint16_t why) {
+  drop_queue(fw, "estop");
+  wwfw_stop_motion(fw);
+  fw->mode = WWFW_MODE_ESTOP;
+  fw->faults |= why;
+  logf_(fw, "estop faults=%u", fw->faults);
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------------ */
+int wwfw_handle_message(wwfw *fw, const uint8_t *m, size_t n) {
+  uint8_t type;
+  uint16_t seq;
+  int16_t ahead;
+  const uint8_t *b = m + WWFW_HEADER;
+  size_t body = n - WWFW_HEADER - WWFW_CRC;
+  if (n < WWFW_HEADER + WWFW_CRC || n > WWFW_MAX_MSG) {
+    fw->frame_errors++;
+    return -1;
+  }
+  if (wwfw_crc32c(m, n - WWFW_CRC) != wwfw_rd32(m + n - WWFW_CRC)) {
+    fw->crc_errors++;
+    fw->faults |= WWFW_F_CRC_ERROR;
+    return -1;
+  }
+  type = m[0];
+  seq = wwfw_rd16(m + 1);
+  fw->frames_ok++;
+  fw->last_valid_ms = fw->now_ms; /* any valid frame feeds the watchdog */
+
+  if (type == WWFW_HELLO) {
+    uint32_t session = body >= 6 ? wwfw_rd32(b + 2) : 0;
+    if (body < 6 || b[0] != WWFW_PROTO_VERSION) {
+      send_nack(fw, seq, WWFW_NACK_BAD_MESSAGE, 0xFFFFu, 0, 0);
+      return 0;
+    }
+    if (!fw->connected || session != fw->session) { /* a repeated HELLO of this session changes nothing */
+      fw->connected = 1;
+      fw->session = session;
+      fw->rx_expected = seq;
+      fw->ctrl_valid = 0;
+      fw->faults &= (uint16_t)~WWFW_F_BOOTED;
+      logf_(fw, "hello session=%lu seq=%u", (unsigned long)session, seq);
+    }
+    send_arm_info(fw);
+    return 0;
+  }
+  if (type == WWFW_HEARTBEAT || type == WWFW_HOLD || type == WWFW_ESTOP) {
+    /* control messages act at once; their own counter only filters repeats and stale copies */
+    if (fw->ctrl_valid && (int16_t)(seq - fw->ctrl_last) <= 0) return 0;
+    fw->ctrl_valid = 1;
+    fw->ctrl_last = seq;
+    if (type == WWFW_HOLD) wwfw_hold(fw, WWFW_F_HOLD);
+    else if (type == WWFW_ESTOP) wwfw_estop(fw, WWFW_F_ESTOP);
+    send_state(fw);
+    return 0;
+  }
+  if (type != WWFW_CHUNK_BEGIN && type != WWFW_CHUNK_DATA && type != WWFW_RESET) {
+    send_nack(fw, seq, WWFW_NACK_BAD_MESSAGE, 0xFFFFu, 0, 0);
+    return 0;
+  }
+  /* reliable messages: exactly once, in order (go-back-N) */
+  if (!fw->connected) {
+    send_nack(fw, seq, WWFW_NACK_NOT_READY, 0xFFFFu, 0, 0);
+    return 0;
+  }
+  ahead = (int16_t)(seq - fw->rx_expected);
+  if (ahead < 0) { /* a repeat of something already applied: acknowledge again, apply nothing */
+    send_ack(fw, seq, 0xFFFFu, 0);
+    return 0;
+  }
+  if (ahead > 0) {
+    fw->faults |= WWFW_F_SEQ_ERROR;
+    send_nack(fw, seq, WWFW_NACK_SEQ_GAP, 0xFFFFu, 0, 0);
+    return 0;
+  }
+  if (type == WWFW_CHUNK_BEGIN) on_chunk_begin(fw, seq, b, body);
+  else if (type == WWFW_CHUNK_DATA) on_chunk_data(fw, seq, b, body);
+  else { /* RESET: clear faults and queue, leave e-stop */
+    drop_queue(fw, "reset");
+    wwfw_stop_motion(fw);
+    fw->mode = WWFW_MODE_IDLE;
+    fw->faults = 0;
+    fw->rx_expected++;
+    logf_(fw, "reset");
+    send_ack(fw, seq, 0xFFFFu, 0);
+  }
+  return 0;
+}
+
+void wwfw_tick(wwfw *fw, uint32_t now_ms) {
+  fw->now_ms = now_ms;
+  if (fw->connected) {
+    uint32_t quiet = now_ms - fw->last_valid_ms;
+    if (quiet >= fw->arm.watchdog_estop_ms && fw->mode != WWFW_MODE_ESTOP) {
+      wwfw_estop(fw, WWFW_F_WATCHDOG_ESTOP);
+    } else if (quiet >= fw->arm.watchdog_hold_ms && fw->mode != WWFW_MODE_HOLD && fw->mode != WWFW_MODE_ESTOP) {
+      wwfw_hold(fw, WWFW_F_WATCHDOG_HOLD);
+    }
+  }
+  wwfw_interp_tick(fw);
+  if (fw->connected && fw->arm.feedback_rate_hz && (int32_t)(now_ms - fw->next_state_ms) >= 0) {
+    send_state(fw);
+    fw->next_state_ms = now_ms + 1000u / fw->arm.feedback_rate_hz;
+  }
+}
+
+/* ---- accessors for ports written in other languages (the Python in-process firmware uses ctypes) ---- */
+size_t wwfw_sizeof(void) { return sizeof(wwfw); }
+uint8_t wwfw_get_mode(const wwfw *fw) { return fw->mode; }
+uint8_t wwfw_get_cols(const wwfw *fw, float *cmd) {
+  memcpy(cmd, fw->cmd, sizeof fw->cmd);
+  return fw->ncols;
+}
+void wwfw_set_measured(wwfw *fw, const float *pos, const float *vel) {
+  memcpy(fw->meas_pos, pos, sizeof fw->meas_pos);
+  memcpy(fw->meas_vel, vel, sizeof fw->meas_vel);
+}
+void wwfw_set_log(wwfw *fw, void (*log)(void *, const char *), void *ctx) {
+  fw->log = log;
+  fw->log_ctx = ctx;
+}

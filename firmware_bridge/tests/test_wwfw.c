@@ -1,0 +1,293 @@
+/* C unit tests of the firmware library: CRC, COBS, float16, CAN segmentation, golden vectors, queue,
+ * interpolator (linear, cubic, velocity limits), watchdog. Usage: wwfw_tests path/to/golden/vectors.txt
+ * Prints one line per failure and "ok: N checks"; exits non-zero on any failure. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wwfw.h"
+
+static int checks = 0, failures = 0;
+#define CHECK(cond, ...)                                       \
+  do {                                                         \
+    checks++;                                                  \
+    if (!(cond)) {                                             \
+      failures++;                                              \
+      printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);   \
+      printf(__VA_ARGS__);                                     \
+      printf("\n");                                            \
+    }                                                          \
+  } while (0)
+
+static wwfw fw; /* large: static */
+
+static size_t mk(uint8_t type, uint16_t seq, const uint8_t *body, size_t n, uint8_t *out) {
+  out[0] = type;
+  wwfw_wr16(out + 1, seq);
+  if (n) memcpy(out + 3, body, n);
+  wwfw_wr32(out + 3 + n, wwfw_crc32c(out, 3 + n));
+  return n + 7;
+}
+
+static int pop_type(uint8_t *type, uint8_t *body) {
+  uint8_t m[WWFW_OUT_MAX];
+  size_t n;
+  if (!wwfw_outbox_pop(&fw, m, &n)) return 0;
+  *type = m[0];
+  if (body) memcpy(body, m + 3, n - 7);
+  return 1;
+}
+static void drain(void) {
+  uint8_t t;
+  while (pop_type(&t, NULL)) {
+  }
+}
+
+static void connect(uint32_t session, uint16_t seq) {
+  uint8_t b[6] = {WWFW_PROTO_VERSION, 0}, m[32];
+  wwfw_wr32(b + 2, session);
+  wwfw_handle_message(&fw, m, mk(WWFW_HELLO, seq, b, 6, m));
+  drain();
+}
+
+/* CHUNK_BEGIN with float32 rows, all in one message */
+static uint8_t send_chunk(uint16_t seq, uint16_t id, uint16_t len, float rate, uint8_t mode, uint8_t fmt,
+                          const float *rows, uint8_t cols) {
+  static uint8_t body[WWFW_MAX_MSG], m[WWFW_MAX_MSG + 8];
+  size_t k = 18, i;
+  uint32_t u;
+  uint8_t t, reply[WWFW_OUT_MAX];
+  wwfw_wr16(body, id);
+  wwfw_wr32(body + 2, 0);
+  wwfw_wr16(body + 6, len);
+  memcpy(&u, &rate, 4);
+  wwfw_wr32(body + 8, u);
+  body[12] = mode;
+  body[13] = (uint8_t)(fmt | WWFW_ENC_F32);
+  wwfw_wr32(body + 14, 0);
+  for (i = 0; i < (size_t)len * cols; i++, k += 4) {
+    memcpy(&u, &rows[i], 4);
+    wwfw_wr32(body + k, u);
+  }
+  wwfw_handle_message(&fw, m, mk(WWFW_CHUNK_BEGIN, seq, body, k, m));
+  if (!pop_type(&t, reply)) return 0;
+  drain();
+  return t == WWFW_ACK ? 0 : reply[4]; /* 0 or the NACK reason */
+}
+
+static int hexval(char c) { return c <= '9' ? c - '0' : (c | 32) - 'a' + 10; }
+static size_t unhex(const char *s, uint8_t *out) {
+  size_t n = 0;
+  while (s[0] && s[1] && s[0] != ' ' && s[0] != '\n') {
+    out[n++] = (uint8_t)(hexval(s[0]) << 4 | hexval(s[1]));
+    s += 2;
+  }
+  return n;
+}
+
+static void test_basics(void) {
+  uint8_t in[700], enc[720], dec[720];
+  size_t n, m, k;
+  CHECK(wwfw_crc32c((const uint8_t *)"123456789", 9) == 0xE3069283u, "CRC-32C check value");
+  srand(1);
+  for (n = 0; n < 700; n += 7) {
+    for (k = 0; k < n; k++) in[k] = (uint8_t)(rand() % 4 == 0 ? 0 : rand());
+    m = wwfw_cobs_encode(in, n, enc);
+    for (k = 0; k < m; k++) CHECK(enc[k] != 0, "COBS output has no zero (n=%zu)", n);
+    CHECK(wwfw_cobs_decode(enc, m, dec) == n && memcmp(in, dec, n) == 0, "COBS round trip n=%zu", n);
+  }
+  enc[0] = 5, enc[1] = 1;
+  CHECK(wwfw_cobs_decode(enc, 2, dec) == 0, "truncated COBS frame is refused");
+  CHECK(wwfw_half_to_float(0x3C00) == 1.0f && wwfw_half_to_float(0xC000) == -2.0f, "half 1, -2");
+  CHECK(wwfw_half_to_float(0x7BFF) == 65504.0f, "half max");
+  CHECK(fabsf(wwfw_half_to_float(0x0001) - 5.9604645e-8f) < 1e-12f, "half subnormal");
+  CHECK(isinf(wwfw_half_to_float(0x7C00)) && isnan(wwfw_half_to_float(0x7E00)), "half inf/nan");
+}
+
+static void test_can(void) {
+  uint8_t msg[300], data[64];
+  wwfw_can_rx rx;
+  size_t i, n = 0, count;
+  uint32_t off;
+  int r = 0;
+  for (i = 0; i < sizeof msg; i++) msg[i] = (uint8_t)(i * 7);
+  count = wwfw_can_frame_count(sizeof msg, 8);
+  CHECK(count == 38, "frames for 300 bytes: %zu", count);
+  wwfw_can_rx_reset(&rx);
+  for (i = 0; i < count; i++) { /* every frame twice: repeats are ignored */
+    size_t len = wwfw_can_segment(msg, sizeof msg, 8, i, &off, data);
+    r = wwfw_can_rx_frame(&rx, off, data, len, &n);
+    if (i + 1 < count) CHECK(wwfw_can_rx_frame(&rx, off, data, len, &n) == 0, "repeat ignored");
+  }
+  CHECK(r == 1 && n == sizeof msg && memcmp(rx.buf, msg, n) == 0, "CAN reassembly");
+  wwfw_can_rx_reset(&rx);
+  for (i = 0, r = 0; i < count; i++) {
+    size_t len = wwfw_can_segment(msg, sizeof msg, 8, i, &off, data);
+    if (i == 33) continue; /* a lost frame */
+    if (wwfw_can_rx_frame(&rx, off, data, len, &n) == 1) r = 1;
+  }
+  CHECK(r == 0, "a message with a lost frame never completes");
+}
+
+static void test_golden(const char *path) {
+  FILE *f = fopen(path, "r");
+  char line[8192];
+  uint8_t wire[4096], prev_msg[WWFW_MAX_MSG], out[WWFW_MAX_MSG + 16], m[WWFW_MAX_MSG];
+  size_t prev_n = 0, lines = 0;
+  wwfw_arm arm;
+  wwfw_serial_rx rx;
+  CHECK(f != NULL, "open %s", path);
+  if (!f) return;
+  memset(&rx, 0, sizeof rx);
+  wwfw_default_arm(&arm, 6);
+  fw.log = NULL;
+  wwfw_init(&fw, &arm, 1);
+  while (fgets(line, sizeof line, f)) {
+    char *bar = strstr(line, " | ");
+    size_t n;
+    if (line[0] == '#' || !bar) continue;
+    lines++;
+    if (line[0] == '>' || line[0] == '!') {
+      uint32_t crc_before = fw.crc_errors;
+      CHECK(fw.out_read == fw.out_write, "unconsumed reply before: %.60s", line);
+      n = unhex(bar + 3, wire);
+      prev_n = wwfw_cobs_decode(wire, n - 1, prev_msg);
+      wwfw_serial_feed(&fw, &rx, wire, n);
+      if (line[0] == '!') {
+        CHECK(fw.crc_errors == crc_before + 1 && fw.out_read == fw.out_write, "corrupt frame: %.60s", line);
+      }
+    } else if (line[0] == '<') {
+      size_t k;
+      n = unhex(bar + 3, wire);
+      CHECK(wwfw_outbox_pop(&fw, m, &k), "a reply is due: %.60s", line);
+      k = wwfw_serial_frame(m, k, out);
+      CHECK(k == n && memcmp(out, wire, n) == 0, "reply differs: %.60s", line);
+    } else if (line[0] == '=') {
+      size_t fb = (size_t)atoi(line + 2), i, count = wwfw_can_frame_count(prev_n, fb);
+      char *p = bar + 3;
+      for (i = 0; i < count; i++) {
+        uint8_t data[64], want[64];
+        uint32_t off;
+        size_t len = wwfw_can_segment(prev_msg, prev_n, fb, i, &off, data), wl;
+        CHECK((uint32_t)strtoul(p, &p, 16) == off, "CAN frame %zu identifier offset", i);
+        wl = unhex(p + 1, want);
+        CHECK(wl == len && memcmp(want, data, len) == 0, "CAN frame %zu data (%zu bytes)", i, fb);
+        p = strchr(p + 1, ' ');
+        if (!p) break;
+        p++;
+      }
+    }
+  }
+  fclose(f);
+  CHECK(lines > 20, "golden vectors read: %zu", lines);
+  CHECK(fw.out_read == fw.out_write, "no reply left over");
+}
+
+/* ticks at 1 ms with a heartbeat every 50 ms, as a live host sends them (keeps the watchdog quiet) */
+static void run_ticks(uint32_t *t, int n) {
+  static uint16_t hb = 0;
+  uint8_t m[16];
+  int i;
+  for (i = 0; i < n; i++) {
+    wwfw_tick(&fw, ++(*t));
+    if (*t % 50 == 0) {
+      wwfw_handle_message(&fw, m, mk(WWFW_HEARTBEAT, ++hb, NULL, 0, m));
+      drain();
+    }
+  }
+}
+
+static void test_interp_watchdog(void) {
+  wwfw_arm arm;
+  float rows[8 * 7], before[8];
+  uint32_t t = 0;
+  int i, max_ok = 1, limited = 0;
+  wwfw_default_arm(&arm, 6);
+  arm.control_rate_hz = 1000; /* 1 tick per ms */
+  arm.feedback_rate_hz = 0;
+  /* linear: 4 points at 100 Hz (10 ticks each), small steps */
+  wwfw_init(&fw, &arm, 2);
+  connect(5, 10);
+  memset(rows, 0, sizeof rows);
+  for (i = 0; i < 4; i++) rows[i * 7] = 0.01f * (float)(i + 1), rows[i * 7 + 6] = 0.02f * (float)(i + 1);
+  CHECK(send_chunk(10, 1, 4, 100.0f, WWFW_START_AFTER, 0, rows, 7) == 0, "chunk accepted");
+  run_ticks(&t, 10);
+  CHECK(fabsf(fw.cmd[0] - 0.01f) < 1e-5f, "linear: row 0 reached after one period: %f", fw.cmd[0]);
+  run_ticks(&t, 5);
+  CHECK(fabsf(fw.cmd[0] - 0.015f) < 1e-5f, "linear: halfway between rows: %f", fw.cmd[0]);
+  run_ticks(&t, 25);
+  CHECK(fabsf(fw.cmd[0] - 0.04f) < 1e-5f && fw.last_done == 1, "linear: last row, chunk done: %f", fw.cmd[0]);
+  CHECK(fabsf(fw.cmd[6] - 0.08f) < 1e-5f, "gripper column followed: %f", fw.cmd[6]);
+  CHECK(fw.mode == WWFW_MODE_IDLE, "idle after the chunk");
+
+  /* velocity limit: a 1 rad jump at 100 Hz asks for 100 rad/s; vmax 2 rad/s = 0.002 rad per 1 ms tick */
+  for (i = 0; i < 4; i++) rows[i * 7] = 1.0f, rows[i * 7 + 6] = 0.08f;
+  CHECK(send_chunk(11, 2, 4, 100.0f, WWFW_START_AFTER, 0, rows, 7) == 0, "chunk accepted");
+  for (i = 0; i < 600; i++) {
+    memcpy(before, fw.cmd, sizeof before);
+    run_ticks(&t, 1);
+    if (fabsf(fw.cmd[0] - before[0]) > 0.002f + 1e-6f) max_ok = 0;
+    if (fw.faults & WWFW_F_VEL_LIMITED) limited = 1;
+  }
+  CHECK(max_ok, "command never moves faster than vmax");
+  CHECK(limited, "VEL_LIMITED reported");
+  CHECK(fabsf(fw.cmd[0] - 1.0f) < 1e-4f, "limited command still arrives: %f", fw.cmd[0]);
+
+  /* cubic passes through its rows */
+  for (i = 0; i < 6; i++) rows[i * 7] = 1.0f + 0.005f * (float)((i * i) % 5);
+  CHECK(send_chunk(12, 3, 6, 100.0f, WWFW_START_AFTER, WWFW_FMT_CUBIC, rows, 7) == 0, "cubic accepted");
+  for (i = 0; i < 5; i++) {
+    run_ticks(&t, 10);
+    CHECK(fabsf(fw.cmd[0] - rows[i * 7]) < 1e-4f, "cubic through row %d: %f vs %f", i, fw.cmd[0], rows[i * 7]);
+  }
+  run_ticks(&t, 20);
+
+  /* replace: a long chunk is preempted by a replacing one */
+  for (i = 0; i < 8; i++) rows[i * 7] = 1.0f;
+  CHECK(send_chunk(13, 4, 8, 10.0f, WWFW_START_AFTER, 0, rows, 7) == 0, "long chunk");
+  run_ticks(&t, 50);
+  CHECK(fw.active && fw.cur.id == 4, "long chunk playing");
+  for (i = 0; i < 2; i++) rows[i * 7] = 0.9f;
+  CHECK(send_chunk(14, 5, 2, 100.0f, WWFW_START_REPLACE, 0, rows, 7) == 0, "replacing chunk");
+  run_ticks(&t, 1);
+  CHECK(fw.active && fw.cur.id == 5 && fw.c_read == fw.c_write, "replaced at once, nothing left of the old");
+  run_ticks(&t, 100);
+  CHECK(fw.last_done == 5 && fabsf(fw.cmd[0] - 0.9f) < 1e-4f, "replacement played: %f", fw.cmd[0]);
+
+  /* full queue: BUFFER_FULL, not consumed */
+  {
+    static float big[WWFW_QUEUE_POINTS * 7];
+    CHECK(send_chunk(15, 6, 100, 1.0f, WWFW_START_AFTER, 0, big, 7) == 0, "100 points at 1 Hz");
+    CHECK(send_chunk(16, 7, 30, 50.0f, WWFW_START_AFTER, WWFW_ENC_INT16, big, 0) != 0, "bad chunk refused");
+  }
+
+  /* watchdog: the last valid frame arrived at time t_last */
+  {
+    uint32_t t_last;
+    wwfw_init(&fw, &arm, 3);
+    t = 1000;
+    wwfw_tick(&fw, t);
+    connect(6, 0);
+    t_last = fw.last_valid_ms;
+    while (t < t_last + arm.watchdog_hold_ms - 1) wwfw_tick(&fw, ++t);
+    CHECK(fw.mode != WWFW_MODE_HOLD, "no hold before the deadline");
+    wwfw_tick(&fw, ++t);
+    CHECK(fw.mode == WWFW_MODE_HOLD && (fw.faults & WWFW_F_WATCHDOG_HOLD), "hold at %u ms", t - t_last);
+    while (t < t_last + arm.watchdog_estop_ms - 1) wwfw_tick(&fw, ++t);
+    CHECK(fw.mode == WWFW_MODE_HOLD, "still holding before the second deadline");
+    wwfw_tick(&fw, ++t);
+    CHECK(fw.mode == WWFW_MODE_ESTOP && (fw.faults & WWFW_F_WATCHDOG_ESTOP), "e-stop at %u ms", t - t_last);
+    CHECK(send_chunk(0, 9, 1, 50.0f, 0, 0, rows, 7) == WWFW_NACK_ESTOPPED, "chunks refused in e-stop");
+  }
+  drain();
+}
+
+int main(int argc, char **argv) {
+  test_basics();
+  test_can();
+  test_golden(argc > 1 ? argv[1] : "firmware_bridge/golden/vectors.txt");
+  test_interp_watchdog();
+  printf("%s: %d checks, %d failures\n", failures ? "FAILED" : "ok", checks, failures);
+  return failures ? 1 : 0;
+}
