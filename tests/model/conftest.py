@@ -4,6 +4,17 @@ import torch
 
 from wallwm_edge.model.presets import resolve
 
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small models: one intra-op thread is faster than two, and far faster on a shared, loaded machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 VIEWS = ("corner", "top", "gripper")  # names of wallwm_edge.data.synthetic.synthetic_rig
 
 

@@ -173,10 +173,25 @@ class WallWM(nn.Module):
         return self.action_norm.unnormalize(xa), torch.sigmoid(end_logit), xv
 
     # ------------------------------------------------------------------ training
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        return self.loss(batch, generator)
+
+    def draw_noise(self, B: int, generator: torch.Generator | None = None) -> dict:
+        """Flow time and noise for B samples. The trainer draws them for the GLOBAL batch and slices,
+        so multi-process and resumed runs see exactly the noise a single process would."""
+        c = self.cfg
+        return {
+            "t": torch.rand(B, generator=generator),
+            "noise_video": torch.randn(B, c.n_future * c.view_tokens, c.latent_dim, generator=generator),
+            "noise_action": torch.randn(B, c.horizon, c.action_dim, generator=generator),
+        }
+
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict:
         """Joint rectified-flow loss. batch (collated training samples):
         images (B,V,H,W,3) u8, future_images (B,F,V,H,W,3) u8, proprio (B,P), actions (B,L,A) raw,
-        action_valid (B,L) bool, end_target (B,L) float, instruction (B,384), view_mask (B,Vn,Vn) bool.
+        action_valid (B,L) bool, end_target (B,L) float, instruction (B,384), view_mask (B,Vn,Vn) bool,
+        optionally t (B,), noise_video, noise_action (else drawn here from `generator`).
+        Every term is a mean over samples of a per-sample mean, so equal shards average to the whole.
         """
         cfg = self.cfg
         B = batch["images"].shape[0]
@@ -184,10 +199,9 @@ class WallWM(nn.Module):
             fut = batch["future_images"].flatten(0, 1)  # (B*F, V, H, W, 3)
             x1_video = self.ae.encode(fut).reshape(B, cfg.n_future * cfg.view_tokens, cfg.latent_dim)
             x1_action = self.action_norm.normalize(batch["actions"].float())  # (B, L, A)
+        noise = batch if "t" in batch else self.draw_noise(B, generator)
         dev = x1_action.device
-        t = torch.rand(B, generator=generator, device=dev)
-        n_video = torch.randn(x1_video.shape, generator=generator, device=dev)
-        n_action = torch.randn(x1_action.shape, generator=generator, device=dev)
+        t, n_video, n_action = (noise[k].to(dev) for k in ("t", "noise_video", "noise_action"))
         obs_h, cond_h, c = self.prepare(batch["images"], batch["proprio"].float(), batch["instruction"].float())
         mask = self.full_mask(batch["view_mask"])
         vv, va, end_logit = self.denoise_step(
@@ -196,7 +210,7 @@ class WallWM(nn.Module):
         valid = batch["action_valid"].float()  # (B, L)
         l_video = F.mse_loss(vv, velocity_target(x1_video, n_video))
         per_step = ((va - velocity_target(x1_action, n_action)) ** 2).mean(-1)  # (B, L)
-        l_action = (per_step * valid).sum() / valid.sum().clamp_min(1.0)
+        l_action = ((per_step * valid).sum(1) / valid.sum(1).clamp_min(1.0)).mean()
         total = cfg.loss_video * l_video + cfg.loss_action * l_action
         out = {"video": l_video, "action": l_action}
         if cfg.mode == "event":
