@@ -368,7 +368,7 @@ void wwfw_hold(wwfw *fw, uint16_t why) {
   wwfw_stop_motion(fw);
   fw->mode = WWFW_MODE_HOLD;
   fw->faults |= why;
-  logf_(fw, "hold faults=%u", fw->faults);
+  logf_(fw, "hold faults=%u quiet=%lu", fw->faults, (unsigned long)(fw->now_ms - fw->last_valid_ms));
 }
 
 void wwfw_estop(wwfw *fw, uint16_t why) {
@@ -376,7 +376,7 @@ void wwfw_estop(wwfw *fw, uint16_t why) {
   wwfw_stop_motion(fw);
   fw->mode = WWFW_MODE_ESTOP;
   fw->faults |= why;
-  logf_(fw, "estop faults=%u", fw->faults);
+  logf_(fw, "estop faults=%u quiet=%lu", fw->faults, (unsigned long)(fw->now_ms - fw->last_valid_ms));
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------------ */
