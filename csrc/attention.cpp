@@ -1,14 +1,20 @@
 // Block-sparse masked attention, forward, float32 on CPU (OpenMP over (batch, head, query tile)).
 //
-// One task = one query tile of `block` rows. The keys it needs are the union, over the tile's rows, of the
-// allowed keys in the blocks its block-mask row marks (empty blocks are never read). Those keys are
-// gathered into a compact, transposed buffer, then processed 64 at a time with flash-attention's online
-// softmax: S = Q K^T, masked entries get p = 0 exactly, running max m, running sum l, acc rescaled by
-// exp(m_old - m_new). A row that never sees an allowed key keeps l = 0 and is written as zeros.
+// One task = one tile of 16 query rows, and the 16 rows are the 16 lanes of one vector. That layout makes
+// every step a plain vertical vector op, with no transposes or gathers of K and V:
+//   S^T[c] (16 rows) = sum_d Q^T[d] * k_c[d]          Q^T (D, 16) once per tile; k_c[d] a broadcast load
+//   online softmax per lane: m, l, alpha, p            vertical max / exp / sum over the chunk's keys
+//   acc[r] += sum_c p[c][r] * v_c                      v_c a contiguous row, p a broadcast
+// The keys a tile visits are the union, over its rows, of the allowed keys inside the blocks its rows'
+// block-mask rows mark: empty blocks are never read, and keys no row of the tile may see are never
+// computed. The mask used is `mask AND block_mask` (expanded): pass the block mask of the mask itself
+// (ops.sightcone.block_mask) or a superset to get exactly `mask`. The element mask is read transposed (mask^T, built once per call) so 16 rows' bits for one key
+// are 16 contiguous bytes. Masked entries get p = 0 exactly; a row that never sees an allowed key keeps
+// l = 0 and is written as zeros.
 //
-// Inner loops use GCC/Clang vector extensions (16 floats): they lower to AVX-512, AVX2, SSE or NEON. On
-// x86 the hot function is compiled for AVX-512, AVX2+FMA and baseline and picked at load time
-// (target_clones), so one wheel runs everywhere at full width.
+// Inner loops use GCC/Clang vector extensions (16 floats), which lower to AVX-512, AVX2, SSE or NEON. On
+// x86 the tile function is compiled for x86-64-v4 (AVX-512), v3 (AVX2+FMA) and baseline and picked at
+// load time (target_clones), so one wheel runs everywhere at full width.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -22,8 +28,9 @@ namespace {
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));
 typedef int32_t i16v __attribute__((vector_size(64)));
-constexpr int kKeys = 64;  // keys per chunk: 4 vectors
-constexpr int kRows = 4;   // rows per register tile
+constexpr int kLanes = 16;  // query rows per tile = lanes per vector
+constexpr int kChunk = 64;  // keys per online-softmax step
+constexpr int kKeyTile = 8;  // keys per register tile of the score product
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define WALLWM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -34,11 +41,14 @@ constexpr int kRows = 4;   // rows per register tile
 inline v16 load(const float* p) { return *reinterpret_cast<const v16u*>(p); }
 inline void store(float* p, v16 x) { *reinterpret_cast<v16u*>(p) = x; }
 inline v16 splat(float x) { return v16{} + x; }
+inline v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
 
-// exp(x) for x <= 0 (scores minus the running max), |rel err| < 2e-7: Cephes' expf polynomial after
-// x = n ln2 + r; 2^n built in the exponent bits. Inputs below -87 flush to 0.
+// exp(x) for x <= 0 (scores minus the running max), relative error < 2e-7: Cephes' expf polynomial after
+// x = n ln2 + r, 2^n built in the exponent bits. x > 0 (only masked entries) is clamped to 0 so it stays
+// finite before the mask zeroes it; x < -87 flushes to 0.
 inline v16 vexp(v16 x) {
-  x = x > splat(0.0f) ? splat(0.0f) : x;  // masked entries may exceed the max: keep them finite (p = 0 later)
+  x = x > splat(0.0f) ? splat(0.0f) : x;
+  const auto tiny = x < splat(-87.0f);
   x = x < splat(-87.0f) ? splat(-87.0f) : x;
   v16 t = x * 1.44269504088896341f + 12582912.0f;  // round to nearest via the 1.5 * 2^23 trick
   v16 n = t - 12582912.0f;
@@ -53,171 +63,152 @@ inline v16 vexp(v16 x) {
   p = p * r * r + r + 1.0f;
   i16v e = (__builtin_convertvector(n, i16v) + 127) << 23;
   v16 res = p * reinterpret_cast<v16&>(e);
-  return x <= splat(-87.0f) ? splat(0.0f) : res;
-}
-
-inline float hmax(v16 x) {
-  float m = x[0];
-  for (int i = 1; i < 16; ++i) m = std::max(m, x[i]);
-  return m;
-}
-inline float hsum(v16 x) {
-  float s = 0;
-  for (int i = 0; i < 16; ++i) s += x[i];
-  return s;
+  return tiny ? splat(0.0f) : res;
 }
 
 struct Scratch {
-  std::vector<float> qs, kt, vc, s, acc, m, l, ok;
+  std::vector<float> qt, st, acc;
   std::vector<int32_t> keys;
-  void resize(int64_t rows, int64_t Dp, int64_t N) {
-    qs.assign(rows * Dp, 0.f);
-    kt.assign(Dp * kKeys, 0.f);
-    vc.assign(kKeys * Dp, 0.f);
-    s.assign(rows * kKeys, 0.f);
-    ok.assign(rows * kKeys, 0.f);
-    acc.assign(rows * Dp, 0.f);
-    m.assign(rows, 0.f);
-    l.assign(rows, 0.f);
+  void resize(int64_t D, int64_t N) {
+    qt.assign(D * kLanes, 0.f);
+    st.assign(kChunk * kLanes, 0.f);
+    acc.assign(kLanes * D, 0.f);
     keys.assign(N, 0);
   }
 };
 
-// One query tile: rows [r0, r0 + nr) of one (batch, head). DV = Dp / 16 vectors per row (template for
-// register allocation; 0 = run-time count for large head dims).
+// acc[r] += sum_c p[c][r] v_c for RG rows at a time, DV vectors per row kept in registers.
 template <int DV>
-WALLWM_CLONES void tile(const float* q, const float* k, const float* v, int64_t N, int64_t D, int64_t Dp, int dv_rt,
-                        const uint8_t* mask, const uint8_t* brow, int64_t nb, int64_t block, int64_t r0, int64_t nr,
-                        float scale, Scratch& sc, float* out) {
-  const int dv = DV ? DV : dv_rt;
-  const int64_t rows = (nr + kRows - 1) / kRows * kRows;
-  float* qs = sc.qs.data();
-  float* kt = sc.kt.data();
-  float* vc = sc.vc.data();
-  float* S = sc.s.data();
-  float* ok = sc.ok.data();
-  float* acc = sc.acc.data();
-  float* M = sc.m.data();
-  float* L = sc.l.data();
-  std::fill(qs, qs + rows * Dp, 0.f);
-  std::fill(acc, acc + rows * Dp, 0.f);
-  for (int64_t i = 0; i < nr; ++i)
-    for (int64_t d = 0; d < D; ++d) qs[i * Dp + d] = q[(r0 + i) * D + d] * scale;
-  for (int64_t i = 0; i < rows; ++i) {
-    M[i] = -INFINITY;
-    L[i] = 0.f;
-  }
-  // Union of the allowed keys of the tile's rows, over the non-empty blocks only.
-  int64_t nk = 0;
-  for (int64_t kb = 0; kb < nb; ++kb) {
-    if (!brow[kb]) continue;
-    const int64_t j1 = std::min(N, (kb + 1) * block);
-    for (int64_t j = kb * block; j < j1; ++j) {
-      uint8_t any = 0;
-      for (int64_t i = 0; i < nr; ++i) any |= mask[(r0 + i) * N + j];
-      if (any) sc.keys[nk++] = int32_t(j);
-    }
-  }
-  for (int64_t c0 = 0; c0 < nk; c0 += kKeys) {
-    const int64_t nc = std::min<int64_t>(kKeys, nk - c0);
-    // Gather: K^T (Dp, 64), V (64, Dp), allowed (rows, 64) as 1/0 floats; padding keys are disallowed.
-    std::fill(kt, kt + Dp * kKeys, 0.f);
-    std::fill(ok, ok + rows * kKeys, 0.f);
+inline void accumulate_pv(const float* v, const int32_t* keys, int64_t nc, const float* st, int64_t D, float* acc) {
+  constexpr int RG = DV <= 2 ? 8 : (DV <= 4 ? 4 : 2);
+  for (int r0 = 0; r0 < kLanes; r0 += RG) {
+    v16 a[RG][DV];
+    for (int r = 0; r < RG; ++r)
+      for (int e = 0; e < DV; ++e) a[r][e] = load(acc + (r0 + r) * D + 16 * e);
     for (int64_t c = 0; c < nc; ++c) {
-      const int64_t j = sc.keys[c0 + c];
-      const float* kr = k + j * D;
-      for (int64_t d = 0; d < D; ++d) kt[d * kKeys + c] = kr[d];
-      std::memcpy(vc + c * Dp, v + j * D, sizeof(float) * D);
-      for (int64_t i = 0; i < nr; ++i) ok[i * kKeys + c] = mask[(r0 + i) * N + j] ? 1.f : 0.f;
-    }
-    for (int64_t c = nc; c < kKeys; ++c) std::fill(vc + c * Dp, vc + (c + 1) * Dp, 0.f);
-    // S = Qs K^T, kRows x 64 register tiles.
-    for (int64_t i = 0; i < rows; i += kRows) {
-      v16 s[kRows][4] = {};
-      for (int64_t d = 0; d < Dp; ++d) {
-        const v16 k0 = load(kt + d * kKeys), k1 = load(kt + d * kKeys + 16), k2 = load(kt + d * kKeys + 32),
-                  k3 = load(kt + d * kKeys + 48);
-        for (int r = 0; r < kRows; ++r) {
-          const v16 qb = splat(qs[(i + r) * Dp + d]);
-          s[r][0] += qb * k0;
-          s[r][1] += qb * k1;
-          s[r][2] += qb * k2;
-          s[r][3] += qb * k3;
-        }
-      }
-      for (int r = 0; r < kRows; ++r)
-        for (int c = 0; c < 4; ++c) store(S + (i + r) * kKeys + 16 * c, s[r][c]);
-    }
-    // Online softmax per row; P overwrites S.
-    for (int64_t i = 0; i < rows; ++i) {
-      float* srow = S + i * kKeys;
-      const float* orow = ok + i * kKeys;
-      v16 mx = splat(-INFINITY);
-      for (int c = 0; c < 4; ++c) {
-        const v16 sv = load(srow + 16 * c), okv = load(orow + 16 * c);
-        mx = okv > splat(0.f) ? (sv > mx ? sv : mx) : mx;
-      }
-      const float rowmax = hmax(mx);
-      if (rowmax == -INFINITY) {  // nothing allowed for this row in this chunk
-        std::fill(srow, srow + kKeys, 0.f);
-        continue;
-      }
-      const float mnew = std::max(M[i], rowmax);
-      const float alpha = M[i] == -INFINITY ? 0.f : std::exp(M[i] - mnew);
-      v16 sum = splat(0.f);
-      for (int c = 0; c < 4; ++c) {
-        const v16 p = vexp(load(srow + 16 * c) - mnew) * load(orow + 16 * c);
-        store(srow + 16 * c, p);
-        sum += p;
-      }
-      L[i] = L[i] * alpha + hsum(sum);
-      M[i] = mnew;
-      if (alpha != 1.f)
-        for (int64_t d = 0; d < Dp; d += 16) store(acc + i * Dp + d, load(acc + i * Dp + d) * alpha);
-    }
-    // acc += P V, kRows rows x DV vectors in registers.
-    for (int64_t i = 0; i < rows; i += kRows) {
-      if constexpr (DV > 0) {
-        v16 a[kRows][DV > 0 ? DV : 1];
-        for (int r = 0; r < kRows; ++r)
-          for (int e = 0; e < dv; ++e) a[r][e] = load(acc + (i + r) * Dp + 16 * e);
-        for (int64_t c = 0; c < nc; ++c) {
-          for (int e = 0; e < dv; ++e) {
-            const v16 vv = load(vc + c * Dp + 16 * e);
-            for (int r = 0; r < kRows; ++r) a[r][e] += splat(S[(i + r) * kKeys + c]) * vv;
-          }
-        }
-        for (int r = 0; r < kRows; ++r)
-          for (int e = 0; e < dv; ++e) store(acc + (i + r) * Dp + 16 * e, a[r][e]);
-      } else {
-        for (int r = 0; r < kRows; ++r)
-          for (int64_t c = 0; c < nc; ++c) {
-            const v16 p = splat(S[(i + r) * kKeys + c]);
-            for (int e = 0; e < dv; ++e)
-              store(acc + (i + r) * Dp + 16 * e, load(acc + (i + r) * Dp + 16 * e) + p * load(vc + c * Dp + 16 * e));
-          }
+      const float* vr = v + int64_t(keys[c]) * D;
+      v16 vv[DV];
+      for (int e = 0; e < DV; ++e) vv[e] = load(vr + 16 * e);
+      for (int r = 0; r < RG; ++r) {
+        const v16 p = splat(st[c * kLanes + r0 + r]);
+        for (int e = 0; e < DV; ++e) a[r][e] += p * vv[e];
       }
     }
-  }
-  for (int64_t i = 0; i < nr; ++i) {
-    const float inv = L[i] > 0.f ? 1.f / L[i] : 0.f;  // fully masked row -> zeros
-    for (int64_t d = 0; d < D; ++d) out[(r0 + i) * D + d] = acc[i * Dp + d] * inv;
+    for (int r = 0; r < RG; ++r)
+      for (int e = 0; e < DV; ++e) store(acc + (r0 + r) * D + 16 * e, a[r][e]);
   }
 }
 
-typedef void (*TileFn)(const float*, const float*, const float*, int64_t, int64_t, int64_t, int, const uint8_t*,
+inline void accumulate_pv_any(const float* v, const int32_t* keys, int64_t nc, const float* st, int64_t D, float* acc) {
+  for (int r = 0; r < kLanes; ++r)
+    for (int64_t c = 0; c < nc; ++c) {
+      const v16 p = splat(st[c * kLanes + r]);
+      const float* vr = v + int64_t(keys[c]) * D;
+      for (int64_t d = 0; d < D; d += 16) store(acc + r * D + d, load(acc + r * D + d) + p * load(vr + d));
+    }
+}
+
+// One tile: rows [r0, r0 + nr), nr <= 16, of one (batch, head). q, k, v, out: (N, D) with D % 16 == 0.
+// maskT: (N, Np) transposed element mask, rows padded to Np (multiple of 16) with zeros.
+template <int DV>
+WALLWM_CLONES void tile(const float* q, const float* k, const float* v, int64_t N, int64_t D, const uint8_t* maskT,
+                        int64_t Np, const uint8_t* bmask, int64_t nb, int64_t block, int64_t r0, int64_t nr,
+                        float scale, Scratch& sc, float* out) {
+  float* qt = sc.qt.data();
+  float* st = sc.st.data();
+  float* acc = sc.acc.data();
+  int32_t* keys = sc.keys.data();
+  for (int64_t d = 0; d < D; ++d)
+    for (int r = 0; r < kLanes; ++r) qt[d * kLanes + r] = r < nr ? q[(r0 + r) * D + d] * scale : 0.f;
+  std::fill(acc, acc + kLanes * D, 0.f);
+  // Keys to visit: allowed for some row of the tile, inside a block marked for one of the tile's block rows.
+  const int64_t b0 = r0 / block, b1 = (r0 + nr - 1) / block;
+  int64_t nk = 0;
+  for (int64_t kb = 0; kb < nb; ++kb) {
+    bool active = false;
+    for (int64_t bi = b0; bi <= b1 && !active; ++bi) active = bmask[bi * nb + kb] != 0;
+    if (!active) continue;
+    const int64_t j1 = std::min(N, (kb + 1) * block);
+    for (int64_t j = kb * block; j < j1; ++j) {
+      uint64_t w[2];
+      std::memcpy(w, maskT + j * Np + r0, 16);
+      if (w[0] | w[1]) keys[nk++] = int32_t(j);
+    }
+  }
+  v16 m = splat(-INFINITY), l = splat(0.f);
+  for (int64_t c0 = 0; c0 < nk; c0 += kChunk) {
+    const int64_t nc = std::min<int64_t>(kChunk, nk - c0);
+    const int32_t* ck = keys + c0;
+    // S^T = (Q K^T)^T for this chunk: kKeyTile keys x 16 rows in registers per step.
+    for (int64_t c = 0; c < nc; c += kKeyTile) {
+      const int kt = int(std::min<int64_t>(kKeyTile, nc - c));
+      const float* kr[kKeyTile];
+      for (int t = 0; t < kKeyTile; ++t) kr[t] = k + int64_t(ck[c + std::min(t, kt - 1)]) * D;
+      v16 s[kKeyTile] = {};
+      for (int64_t d = 0; d < D; ++d) {
+        const v16 qv = load(qt + d * kLanes);
+        for (int t = 0; t < kKeyTile; ++t) s[t] += qv * kr[t][d];
+      }
+      for (int t = 0; t < kt; ++t) store(st + (c + t) * kLanes, s[t]);
+    }
+    // Online softmax, one lane per row.
+    v16 ok[kChunk];
+    v16 mx = splat(-INFINITY);
+    for (int64_t c = 0; c < nc; ++c) {
+      uint8_t bytes[kLanes];
+      std::memcpy(bytes, maskT + int64_t(ck[c]) * Np + r0, kLanes);
+      v16 okc;
+      for (int r = 0; r < kLanes; ++r) okc[r] = bytes[r] ? 1.f : 0.f;
+      if (b0 != b1)  // the tile straddles block rows: honour each row's own block-mask entry
+        for (int r = 0; r < nr; ++r)
+          if (!bmask[((r0 + r) / block) * nb + ck[c] / block]) okc[r] = 0.f;
+      ok[c] = okc;
+      mx = vmax(mx, okc > splat(0.f) ? load(st + c * kLanes) : splat(-INFINITY));
+    }
+    const v16 mnew = vmax(m, mx);
+    const v16 mref = mnew == splat(-INFINITY) ? splat(0.f) : mnew;  // rows with nothing allowed yet
+    const v16 alpha = m == splat(-INFINITY) ? splat(0.f) : vexp(m - mref);
+    v16 sum = splat(0.f);
+    for (int64_t c = 0; c < nc; ++c) {
+      const v16 p = vexp(load(st + c * kLanes) - mref) * ok[c];
+      store(st + c * kLanes, p);
+      sum += p;
+    }
+    l = l * alpha + sum;
+    m = mnew;
+    for (int r = 0; r < kLanes; ++r)
+      if (alpha[r] != 1.f)
+        for (int64_t d = 0; d < D; d += 16) store(acc + r * D + d, load(acc + r * D + d) * alpha[r]);
+    if constexpr (DV > 0)
+      accumulate_pv<DV>(v, ck, nc, st, D, acc);
+    else
+      accumulate_pv_any(v, ck, nc, st, D, acc);
+  }
+  for (int64_t r = 0; r < nr; ++r) {
+    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;  // fully masked row -> zeros
+    for (int64_t d = 0; d < D; ++d) out[(r0 + r) * D + d] = acc[r * D + d] * inv;
+  }
+}
+
+typedef void (*TileFn)(const float*, const float*, const float*, int64_t, int64_t, const uint8_t*, int64_t,
                        const uint8_t*, int64_t, int64_t, int64_t, int64_t, float, Scratch&, float*);
 
-TileFn pick_tile(int dv) {
+TileFn pick_tile(int64_t dv) {
   switch (dv) {
     case 1: return tile<1>;
     case 2: return tile<2>;
-    case 3: return tile<3>;
     case 4: return tile<4>;
-    case 6: return tile<6>;
     case 8: return tile<8>;
     default: return tile<0>;
   }
+}
+
+// (B, H, N, D) -> (B, H, N, Dp) with zero columns, so every row is a whole number of vectors.
+std::vector<float> pad_heads(const float* x, int64_t rows, int64_t D, int64_t Dp) {
+  std::vector<float> y(rows * Dp, 0.f);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(y.data() + r * Dp, x + r * D, sizeof(float) * D);
+  return y;
 }
 
 }  // namespace
@@ -225,23 +216,38 @@ TileFn pick_tile(int dv) {
 void block_sparse_attention_cpu(const float* q, const float* k, const float* v, int64_t B, int64_t H, int64_t N,
                                 int64_t D, const uint8_t* mask, const uint8_t* block_mask, int64_t block, float scale,
                                 float* out) {
-  const int64_t Dp = (D + 15) / 16 * 16;
-  const int dv = int(Dp / 16);
-  const int64_t nb = (N + block - 1) / block;
-  const int64_t tasks = B * H * nb;
-  const TileFn fn = pick_tile(dv);
+  const int64_t Dp = (D + 15) / 16 * 16, rows = B * H * N;
+  std::vector<float> qp, kp, vp, op;
+  if (Dp != D) {  // odd head dims: run on zero-padded copies (O(N D), small next to O(N^2 D))
+    qp = pad_heads(q, rows, D, Dp);
+    kp = pad_heads(k, rows, D, Dp);
+    vp = pad_heads(v, rows, D, Dp);
+    op.assign(rows * Dp, 0.f);
+    q = qp.data(), k = kp.data(), v = vp.data();
+  }
+  float* o = Dp != D ? op.data() : out;
+  const int64_t Np = (N + kLanes - 1) / kLanes * kLanes;
+  std::vector<uint8_t> maskT(N * Np, 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t j = 0; j < N; ++j)
+    for (int64_t i = 0; i < N; ++i) maskT[j * Np + i] = mask[i * N + j] != 0;
+  const int64_t nb = (N + block - 1) / block, tiles = Np / kLanes, tasks = B * H * tiles;
+  const TileFn fn = pick_tile(Dp / 16);
 #pragma omp parallel
   {
     Scratch sc;
-    sc.resize((block + kRows - 1) / kRows * kRows, Dp, N);
+    sc.resize(Dp, N);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t bh = t / nb, qb = t % nb;
-      const int64_t off = bh * N * D;
-      const int64_t r0 = qb * block, nr = std::min(block, N - r0);
-      fn(q + off, k + off, v + off, N, D, Dp, dv, mask, block_mask + qb * nb, nb, block, r0, nr, scale, sc,
-         out + off);
+      const int64_t bh = t / tiles, r0 = (t % tiles) * kLanes;
+      const int64_t off = bh * N * Dp;
+      fn(q + off, k + off, v + off, N, Dp, maskT.data(), Np, block_mask, nb, block, r0, std::min<int64_t>(kLanes, N - r0),
+         scale, sc, o + off);
     }
+  }
+  if (Dp != D) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(out + r * D, op.data() + r * Dp, sizeof(float) * D);
   }
 }
 
