@@ -115,3 +115,32 @@ def test_invalid_chunk_never_leaves_the_host(arm):
     with pytest.raises(ValueError, match="row 4, column 5"):
         link.send_chunk(bad)
     assert link.stats["tx_messages"] == 0 or not any(e == "rejected" for _, e, _ in events())
+
+
+@pytest.mark.parametrize("blend", ["append", "replace", "ensemble"])
+def test_streamer_blending_at_chunk_boundaries(fw_sim_exe, blend):
+    from wallwm_edge.bridge.streamer import ChunkStreamer
+
+    fw = SimulatedFirmware(exe=fw_sim_exe)
+    try:
+        link = ArmLink.open(fw.port)
+        s = ChunkStreamer(link, blend=blend, rate_hz=50.0)
+        a = s.push(ramp(50, to=0.5))  # 1 s
+        link.wait_state(lambda st: st.playing == a.chunk_id and st.index >= 10, 5.0)
+        new = ramp(30, to=0.5)
+        new[:, 0] = 0.5  # the new prediction: stay at 0.5
+        b = s.push(new)
+        st = link.wait_state(lambda st: st.last_done == b.chunk_id, 5.0)
+        ev = [(e, kv.get("chunk")) for _, e, kv in fw.events() if e in ("preempted", "done", "dropped")]
+        if blend == "append":
+            assert ("done", str(a.chunk_id)) in ev and np.allclose(b.decoded[:, 0], 0.5, atol=1e-4)
+        else:
+            assert ("preempted", str(a.chunk_id)) in ev
+        if blend == "ensemble":  # the first sent row is close to the old chunk's unplayed row, not to 0.5
+            assert b.decoded[0, 0] < 0.45 and abs(b.decoded[-1, 0] - 0.5) < 1e-3
+        if blend == "replace":
+            assert np.allclose(b.decoded[:, 0], 0.5, atol=1e-4)
+        assert abs(st.pos[0] - 0.5) < 0.02
+        link.close()
+    finally:
+        fw.stop()
