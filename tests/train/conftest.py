@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+from wallwm_edge.data.dataset import Dataset
+from wallwm_edge.data.synthetic import synthetic_episode
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_synthetic_dataset(root, episodes=4, T=24):
+    ds = Dataset.create(root, views=["corner", "top", "gripper"], image_size=(32, 32), action_dim=4, proprio_dim=4, fps=10.0, name="synthetic")
+    for i in range(episodes):
+        task = ("pick-place-v3", "push-v3")[i % 2]
+        ds.append(synthetic_episode(f"{task}_s{i:05d}", task=task, T=T, seed=i))
+    ds.finalize()
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "ds")

@@ -1,0 +1,527 @@
+"""Distillation: a full teacher (10 flow steps, wide) -> a compact student (1-2 steps, `student` preset).
+
+    teacher checkpoint (ours, or external via a key map) -> label dataset samples with the teacher's
+    K-step Euler trajectory -> train the student to cover K/S teacher steps in each of its S steps
+    -> RUN/model.safetensors (a normal checkpoint: Policy, eval and export take it as is)
+
+The method: trajectory distillation in one round ("progressive distillation" with halving factor K/S).
+For each dataset sample we fix the noise and run the teacher's deterministic Euler solver for K steps,
+keeping its states x(t_j) at the student's grid t_j = j/S. A student step from x(t_j) must land on
+the teacher's x(t_{j+1}): its velocity target is S * (x(t_{j+1}) - x(t_j)). With S = 1 this is the
+direct noise -> teacher-sample map (Luhman & Luhman 2021); with S = 2 it is one round of progressive
+distillation (Salimans & Ho 2022) from K straight to S.
+
+Why this and not the alternatives named in the issue:
+- progressive distillation in rounds (10 -> 5 -> 3 -> 2 -> 1) retrains the student per round: four
+  times the compute for the same end point; rectified flow's near-straight paths make one round enough.
+- shortcut models condition the network on the step size d: a new input and a different network
+  from the teacher's, so teacher and student would no longer share code (DESIGN.md decision 4).
+- consistency distillation needs an EMA target network and a self-consistency loss that converges
+  slowly; it pays off for 1-step sampling of images, not for 2-step action chunks on a CPU budget.
+The width/depth reduction happens in the same training run (the student is a `student`-preset WallWM,
+trained from scratch or from a slice of the teacher's weights, `init`); losses cover the three
+outputs: action velocity (valid steps of the event), video-latent velocity, and termination (binary
+cross-entropy against the teacher's final p_end).
+
+Teacher targets are computed once on the dataset and cached in RUN/teacher_targets.safetensors (keyed
+by teacher, dataset and settings), so a resumed run (`resume=True`) does not relabel.
+
+Loading external teachers: `load_teacher(path, key_map=...)` renames keys with a KeyMap (regex rules
+from a JSON file, or any Python callable) before a strict load that refuses a shape mismatch naming
+the key and both shapes. See docs in `KeyMap`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wallwm_edge.errors import ConfigError
+from wallwm_edge.model.checkpoint import FORMAT as CKPT_FORMAT
+from wallwm_edge.model.checkpoint import MODEL_FILE, read_header, save_model
+from wallwm_edge.model.denoiser import WallWM
+from wallwm_edge.model.presets import ModelConfig, resolve
+
+TARGETS_FILE = "teacher_targets.safetensors"
+STATE_FILE = "distill_state.safetensors"
+SHARED_BUFFERS = ("ae.", "action_norm.", "proprio_norm.")  # copied from the teacher: same latents, same units
+
+
+# ---------------------------------------------------------------------------------------------- loading
+class KeyMap:
+    """Renames checkpoint keys before loading (external checkpoints name things their own way).
+
+    A JSON key-map file:
+        {"rules": [["^model\\\\.", ""], ["\\\\.attn\\\\.", ".attention."]],   # re.sub in order
+         "drop":  ["^optimizer\\\\.", "\\\\.num_batches_tracked$"]}           # keys to ignore
+    or `KeyMap(fn)` with any fn(key) -> new key, or None to drop it. `python:module:function` on the
+    command line names such a function.
+    """
+
+    def __init__(self, fn: Callable[[str], str | None] | None = None, rules=(), drop=()):
+        self.fn = fn
+        self.rules = [(re.compile(p), r) for p, r in rules]
+        self.drop = [re.compile(p) for p in drop]
+
+    @staticmethod
+    def load(spec: str | os.PathLike | None) -> "KeyMap":
+        if spec is None:
+            return KeyMap()
+        spec = str(spec)
+        if spec.startswith("python:"):
+            import importlib
+
+            mod, _, fn = spec[len("python:"):].partition(":")
+            try:
+                return KeyMap(getattr(importlib.import_module(mod), fn))
+            except (ImportError, AttributeError) as e:
+                raise ConfigError(f"key map {spec!r}: cannot import {mod}:{fn} ({e})") from None
+        try:
+            d = json.loads(Path(spec).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{spec}: key-map file not found") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{spec}: key map is not valid JSON ({e})") from None
+        unknown = sorted(set(d) - {"rules", "drop"})
+        if unknown:
+            raise ConfigError(f"{spec}: unknown key-map field(s) {unknown}; known: rules, drop")
+        try:
+            return KeyMap(rules=[tuple(r) for r in d.get("rules", [])], drop=d.get("drop", []))
+        except (re.error, TypeError, ValueError) as e:
+            raise ConfigError(f"{spec}: bad key-map rule ({e}); rules are [pattern, replacement] pairs") from None
+
+    def __call__(self, key: str) -> str | None:
+        if any(p.search(key) for p in self.drop):
+            return None
+        for p, r in self.rules:
+            key = p.sub(r, key)
+        return self.fn(key) if self.fn else key
+
+    def apply(self, state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        origin: dict[str, str] = {}
+        for k, v in state.items():
+            nk = self(k)
+            if nk is None:
+                continue
+            if nk in out:
+                raise ConfigError(f"{where}: key map sends both {origin[nk]!r} and {k!r} to {nk!r}")
+            out[nk], origin[nk] = v, k
+        return out
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load every tensor or refuse: the first shape mismatch names the key and both shapes."""
+    own = model.state_dict()
+    for k, v in state.items():
+        if k in own and tuple(v.shape) != tuple(own[k].shape):
+            raise ConfigError(f"{where}: key {k!r} has shape {list(v.shape)} in the checkpoint, "
+                              f"the model ({getattr(getattr(model, 'cfg', None), 'name', '?')} preset) expects {list(own[k].shape)}")
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ConfigError(f"{where}: keys do not match the model: missing {missing[:5]}{' ...' if len(missing) > 5 else ''} "
+                          f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} (a key map renames them: --key-map)")
+    model.load_state_dict(state, strict=True)
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    for key in ("state_dict", "model", "module"):  # common wrappers of external checkpoints
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ConfigError(f"{path}: expected a state dict of tensors")
+    return obj
+
+
+def load_teacher(path: str | os.PathLike, key_map: KeyMap | None = None, config: ModelConfig | None = None) -> tuple[WallWM, dict]:
+    """Teacher model + header. Our checkpoints carry their config; an external one needs `config`."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / MODEL_FILE
+    if not p.is_file():
+        raise ConfigError(f"{p}: teacher checkpoint not found")
+    header: dict = {}
+    try:
+        header = read_header(p)
+    except ConfigError:
+        if config is None:
+            raise ConfigError(f"{p}: not a wallwm-edge checkpoint (no '{CKPT_FORMAT}' header); pass --teacher-config "
+                              "(a preset name or a config JSON) and, if its keys differ, --key-map") from None
+    cfg = config or ModelConfig.from_json(header["config"])
+    model = WallWM(cfg)
+    state = (key_map or KeyMap()).apply(_read_tensors(p), str(p))
+    load_state_strict(model, state, str(p))
+    header = dict(header) or {"config": cfg.to_json(), "external": True}
+    header["sha256"] = _sha256(p)
+    header["path"] = str(p)
+    return model.eval(), header
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 22):
+            h.update(b)
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- student
+def make_student(teacher: WallWM, preset: str | ModelConfig, steps: int, init: str = "scratch", seed: int = 0) -> WallWM:
+    """A student of `preset` for the teacher's data; shares the teacher's autoencoder and normalizers."""
+    t = teacher.cfg
+    cfg = resolve(preset, views=t.views, image_size=t.image_size, action_dim=t.action_dim, proprio_dim=t.proprio_dim,
+                  instruction_dim=t.instruction_dim, mode=t.mode, n_future=t.n_future, flow_steps=steps)
+    if (cfg.patch, cfg.latent_dim) != (t.patch, t.latent_dim):
+        raise ConfigError(f"student preset {cfg.name!r} has patch {cfg.patch} / latent_dim {cfg.latent_dim}, the teacher "
+                          f"{t.patch} / {t.latent_dim}: the video latents must be the same space to distill them")
+    if cfg.horizon != t.horizon:
+        raise ConfigError(f"student horizon {cfg.horizon} differs from the teacher's {t.horizon}: chunks must have the same L_max")
+    torch.manual_seed(seed)
+    student = WallWM(cfg)
+    tstate = teacher.state_dict()
+    sstate = student.state_dict()
+    for k in sstate:
+        if k.startswith(SHARED_BUFFERS):
+            if tuple(tstate[k].shape) != tuple(sstate[k].shape):
+                raise ConfigError(f"teacher key {k!r} has shape {list(tstate[k].shape)}, the student expects {list(sstate[k].shape)}")
+            sstate[k] = tstate[k].clone()
+    if init == "slice":
+        sstate.update(slice_init(tstate, sstate, t.depth, cfg.depth))
+    elif init != "scratch":
+        raise ConfigError(f"init must be 'scratch' or 'slice', got {init!r}")
+    student.load_state_dict(sstate)
+    return student
+
+
+def slice_init(tstate: dict, sstate: dict, t_depth: int, s_depth: int) -> dict:
+    """Student weights cut from the teacher's: layer i <- teacher layer round(i (Dt-1)/(Ds-1)), each
+    tensor sliced to the student's shape; fused projections (qkv: 3 parts, adaLN: 6) are sliced per part.
+    An approximation (heads regroup), but a far better start than random for the embeddings and heads."""
+    out = {}
+    for k, v in sstate.items():
+        if k.startswith(SHARED_BUFFERS):
+            continue
+        tk = k
+        m = re.match(r"layers\.(\d+)\.(.*)", k)
+        if m:
+            i = int(m.group(1))
+            ti = round(i * (t_depth - 1) / max(1, s_depth - 1)) if s_depth > 1 else 0
+            tk = f"layers.{ti}.{m.group(2)}"
+        if tk not in tstate or tstate[tk].dim() != v.dim():
+            continue
+        src = tstate[tk]
+        parts = 3 if ".qkv." in k else 6 if ".ada." in k else 1
+        if parts > 1 and src.shape[0] % parts == 0 and v.shape[0] % parts == 0:
+            chunks = [c[tuple(slice(0, n) for n in (v.shape[0] // parts, *v.shape[1:]))] for c in src.chunk(parts, 0)]
+            out[k] = torch.cat(chunks, 0).clone()
+        else:
+            out[k] = src[tuple(slice(0, n) for n in v.shape)].clone() if all(a >= b for a, b in zip(src.shape, v.shape)) else v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- targets
+@torch.no_grad()
+def teacher_trajectory(teacher: WallWM, batch: dict, noise_video, noise_action, K: int, S: int):
+    """Euler-integrate the teacher for K steps; return its states at t = j/S, j = 0..S, and its final end logit.
+
+    Returns traj_video (B, S+1, F*Vn, latent), traj_action (B, S+1, L, A) (normalised), end_logit (B, L).
+    """
+    if K % S:
+        raise ConfigError(f"teacher steps {K} must be a multiple of student steps {S} (pass --teacher-steps)")
+    obs_h, cond_h, c = teacher.prepare(batch["images"], batch["proprio"].float(), batch["instruction"].float())
+    mask = teacher.full_mask(batch["view_mask"])
+    xv, xa = noise_video, noise_action
+    tv, ta = [xv], [xa]
+    end_logit = None
+    for i in range(K):
+        t = torch.full((xa.shape[0],), i / K)
+        vv, va, end_logit = teacher.denoise_step(obs_h, cond_h, c, xv, xa, t, mask)
+        xv, xa = xv + vv / K, xa + va / K
+        if (i + 1) % (K // S) == 0:
+            tv.append(xv)
+            ta.append(xa)
+    return torch.stack(tv, 1), torch.stack(ta, 1), end_logit
+
+
+INPUT_KEYS = ("images", "proprio", "instruction", "view_mask", "action_valid")
+
+
+def label_dataset(teacher: WallWM, source, n: int, K: int, S: int, seed: int, batch: int = 32, progress: bool = True, desc: str = "teacher targets") -> dict[str, torch.Tensor]:
+    """n dataset samples (cluster-balanced, like training) labelled with the teacher's trajectories."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    chunks: dict[str, list] = {}
+    with tqdm(total=n, desc=desc, disable=not progress, dynamic_ncols=True) as bar:
+        for lo in range(0, n, batch):
+            b = min(batch, n - lo)
+            raw = {k: torch.from_numpy(v) for k, v in source.materialize(source.plan(rng, b)).items()}
+            noise = teacher.draw_noise(b, gen)
+            tv, ta, end = teacher_trajectory(teacher, raw, noise["noise_video"], noise["noise_action"], K, S)
+            for k in INPUT_KEYS:
+                chunks.setdefault(k, []).append(raw[k])
+            for k, v in (("traj_video", tv), ("traj_action", ta), ("end_logit", end)):
+                chunks.setdefault(k, []).append(v)
+            bar.update(b)
+    return {k: torch.cat(v).contiguous() for k, v in chunks.items()}
+
+
+def save_targets(path: Path, targets: dict[str, torch.Tensor], key: dict) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(targets, str(tmp), metadata={"wallwm_targets": json.dumps(key, sort_keys=True)})
+    os.replace(tmp, path)
+
+
+def load_targets(path: Path, key: dict) -> dict[str, torch.Tensor] | None:
+    """The cached targets if they were made with exactly `key` (teacher, data, K, S, n, seed), else None."""
+    from safetensors.torch import load_file, safe_open
+
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        saved = json.loads((f.metadata() or {}).get("wallwm_targets", "{}"))
+    if saved != json.loads(json.dumps(key, sort_keys=True)):
+        return None
+    return load_file(str(path))
+
+
+# ---------------------------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class DistillConfig:
+    student_preset: str = "student"
+    student_steps: int = 2  # S: flow steps of the student
+    teacher_steps: int | None = None  # K: default the teacher's own flow_steps
+    samples: int = 512  # dataset samples labelled by the teacher (the training set of the student)
+    eval_samples: int = 64  # a separate labelled set for the student-vs-teacher error
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 50
+    grad_clip: float = 1.0
+    optimizer: str = "adamw"
+    init: str = "scratch"  # "scratch" or "slice" (cut the teacher's weights to the student's shapes)
+    seed: int = 0
+    track: str = "subtask"
+    ckpt_every: int = 200
+    label_batch: int = 32
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def distill_loss(student: WallWM, targets: dict[str, torch.Tensor], idx: torch.Tensor, seg: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Loss of the student's step from the teacher's state j = seg to j + 1, for samples idx."""
+    S = student.cfg.flow_steps
+    cfg = student.cfg
+    x = {k: targets[k][idx] for k in INPUT_KEYS}
+    tv, ta = targets["traj_video"][idx], targets["traj_action"][idx]  # (B, S+1, ...)
+    ar = torch.arange(len(idx))
+    xv, xa = tv[ar, seg], ta[ar, seg]
+    goal_v = (tv[ar, seg + 1] - xv) * S  # the velocity that lands on the teacher's next state in one step
+    goal_a = (ta[ar, seg + 1] - xa) * S
+    obs_h, cond_h, c = student.prepare(x["images"], x["proprio"].float(), x["instruction"].float())
+    vv, va, end_logit = student.denoise_step(obs_h, cond_h, c, xv, xa, seg.float() / S, student.full_mask(x["view_mask"]))
+    valid = x["action_valid"].float()  # (B, L)
+    per_step = ((va - goal_a) ** 2).mean(-1)
+    l_action = ((per_step * valid).sum(1) / valid.sum(1).clamp_min(1.0)).mean()
+    l_video = F.mse_loss(vv, goal_v)
+    out = {"action": l_action, "video": l_video}
+    total = cfg.loss_action * l_action + cfg.loss_video * l_video
+    if cfg.mode == "event":
+        l_end = F.binary_cross_entropy_with_logits(end_logit, torch.sigmoid(targets["end_logit"][idx]))
+        out["end"] = l_end
+        total = total + cfg.loss_end * l_end
+    out["loss"] = total
+    return out
+
+
+@torch.no_grad()
+def student_error(student: WallWM, targets: dict[str, torch.Tensor], batch: int = 32) -> dict[str, float]:
+    """The student's S-step samples vs the teacher's K-step samples from the same noise (normalised actions).
+
+    action_mse over valid steps, the worst per-sample action cosine, end-probability mean |difference|.
+    """
+    from wallwm_edge.export.parity import compare
+
+    student.eval()
+    n = len(targets["images"])
+    S = student.cfg.flow_steps
+    got, want, pe_s, pe_t = [], [], [], []
+    for lo in range(0, n, batch):
+        sl = slice(lo, min(n, lo + batch))
+        x = {k: targets[k][sl] for k in INPUT_KEYS}
+        tv, ta = targets["traj_video"][sl], targets["traj_action"][sl]
+        actions, end_prob, _ = student.sample(x["images"], x["proprio"].float(), x["instruction"].float(), student.full_mask(x["view_mask"]),
+                                              tv[:, 0], ta[:, 0], S)
+        got.append(student.action_norm.normalize(actions))
+        want.append(ta[:, -1])
+        pe_s.append(end_prob)
+        pe_t.append(torch.sigmoid(targets["end_logit"][sl]))
+    got, want = torch.cat(got), torch.cat(want)
+    valid = targets["action_valid"]
+    err = ((got - want) ** 2).mean(-1)
+    mse = float((err * valid).sum() / valid.sum().clamp_min(1))
+    rep = compare("student vs teacher", want.numpy(), got.numpy(), "fp32", valid=valid.numpy())
+    return {"action_mse": mse, "action_cosine_min": rep.cosine, "action_cosine_mean": rep.cosine_mean, "action_l1": rep.l1,
+            "end_prob_abs": float((torch.cat(pe_s) - torch.cat(pe_t)).abs().mean())}
+
+
+class Distiller:
+    """`Distiller(teacher_path, data, out, dcfg).run()`; `resume=True` continues RUN's saved state."""
+
+    def __init__(self, teacher: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, dcfg: DistillConfig | None = None,
+                 embed=None, key_map: KeyMap | None = None, teacher_config: ModelConfig | None = None, resume: bool = False, progress: bool = True):
+        from wallwm_edge.data.check import validate_or_raise
+        from wallwm_edge.train.optim import make_optimizers
+        from wallwm_edge.train.samples import SampleSource, dataset_fingerprint, default_embedder
+        from wallwm_edge.train.state import load_train_state
+
+        self.out = Path(out)
+        self.progress = progress
+        if resume:
+            saved = read_header(self.out / MODEL_FILE).get("distill", {})
+            if not saved:
+                raise ConfigError(f"{self.out}: no distillation run to resume (no 'distill' entry in its checkpoint header)")
+            steps = dcfg.steps if dcfg is not None else saved["config"]["steps"]
+            dcfg = dataclasses.replace(DistillConfig(**saved["config"]), steps=steps)  # the saved recipe wins
+        dcfg = dcfg or DistillConfig()
+        self.dcfg = dcfg
+        self.teacher, self.theader = load_teacher(teacher, key_map, teacher_config)
+        tcfg = self.teacher.cfg
+        ds = validate_or_raise(data)
+        tcfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size, where=f"dataset {ds.root}")
+        self.fingerprint = dataset_fingerprint(ds)
+        self.dataset_meta = {"name": ds.info.get("name"), "root": str(ds.root), "fingerprint": self.fingerprint}
+        self.K = int(dcfg.teacher_steps or tcfg.flow_steps)
+        self.S = int(dcfg.student_steps)
+        self.student = make_student(self.teacher, dcfg.student_preset, self.S, dcfg.init, dcfg.seed)
+        self.source = SampleSource(ds, tcfg, embed or default_embedder(), dcfg.track, None, True)
+        self.rig_json = self.source.episodes[0].rig.to_json()
+        self.targets = self._targets("train", dcfg.samples, dcfg.seed + 1)
+        self.eval_targets = self._targets("eval", dcfg.eval_samples, dcfg.seed + 2)
+        self.np_rng = np.random.default_rng(dcfg.seed)
+        self.gen = torch.Generator().manual_seed(dcfg.seed)
+        self.optimizers = make_optimizers(self.student, dcfg.optimizer, dcfg.lr, dcfg.weight_decay)
+        self.step = 0
+        self.history: list[dict] = []
+        if resume:
+            from wallwm_edge.model.checkpoint import load_model
+
+            model, header = load_model(self.out / MODEL_FILE)
+            self.student.load_state_dict(model.state_dict())
+            self.history = header["distill"].get("history", [])
+            self.step = int(load_train_state(self.out / STATE_FILE, self.optimizers, self.np_rng, self.gen)["step"])
+        self.initial_error = self.history[0] if self.history else None
+
+    def _targets(self, split: str, n: int, seed: int) -> dict[str, torch.Tensor]:
+        key = {"teacher": self.theader["sha256"], "dataset": self.fingerprint, "K": self.K, "S": self.S, "n": n, "seed": seed,
+               "track": self.dcfg.track, "split": split}
+        path = self.out / f"{split}_{TARGETS_FILE}"
+        cached = load_targets(path, key)
+        if cached is not None:
+            return cached
+        self.teacher.eval()
+        t = label_dataset(self.teacher, self.source, n, self.K, self.S, seed, self.dcfg.label_batch, self.progress, f"teacher targets ({split}, K={self.K})")
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_targets(path, t, key)
+        return t
+
+    def evaluate(self) -> dict:
+        err = student_error(self.student, self.eval_targets)
+        err["step"] = self.step
+        return err
+
+    def train_step(self) -> dict[str, float]:
+        from wallwm_edge.train.optim import lr_factor, set_lr
+
+        d = self.dcfg
+        set_lr(self.optimizers, [d.lr] * len(self.optimizers), lr_factor(self.step, d.steps, d.warmup))
+        self.student.train()
+        n = len(self.targets["images"])
+        idx = torch.from_numpy(self.np_rng.integers(0, n, d.batch_size))
+        seg = torch.from_numpy(self.np_rng.integers(0, self.S, d.batch_size))
+        out = distill_loss(self.student, self.targets, idx, seg)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if d.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), d.grad_clip)
+        for opt in self.optimizers:
+            opt.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in out.items()}
+
+    def save(self) -> Path:
+        from wallwm_edge.train.state import save_train_state
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "step": self.step,
+            "dataset": self.dataset_meta,
+            "rig": self.rig_json,
+            "autoencoder_explained_variance": self.theader.get("autoencoder_explained_variance"),
+            "params": sum(p.numel() for p in self.student.parameters()),
+            "distill": {
+                "method": f"trajectory distillation, one round: teacher {self.K} Euler steps -> student {self.S}",
+                "teacher": {"path": self.theader.get("path"), "sha256": self.theader.get("sha256"), "step": self.theader.get("step"),
+                            "preset": self.teacher.cfg.name, "params": sum(p.numel() for p in self.teacher.parameters())},
+                "config": self.dcfg.to_json(),
+                "history": self.history,
+            },
+        }
+        path = save_model(self.out / MODEL_FILE, self.student, meta)
+        save_train_state(self.out / STATE_FILE, self.step, self.optimizers, self.np_rng, self.gen, self.dcfg.to_json())
+        return path
+
+    def run(self, until: int | None = None) -> dict:
+        from tqdm import tqdm
+
+        stop = min(self.dcfg.steps, until if until is not None else self.dcfg.steps)
+        if not self.history:
+            self.history.append(self.evaluate())
+        t0 = time.perf_counter()
+        done = 0
+        last = {}
+        bar = tqdm(total=stop, initial=self.step, desc=f"distill {self.teacher.cfg.name}->{self.student.cfg.name}",
+                   disable=not self.progress, dynamic_ncols=True)
+        try:
+            while self.step < stop:
+                last = self.train_step()
+                done += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.4f}", act=f"{last['action']:.4f}")
+                if self.step % self.dcfg.ckpt_every == 0 and self.step < stop:
+                    self.history.append(self.evaluate())
+                    self.save()
+        finally:
+            bar.close()
+        if not self.history or self.history[-1]["step"] != self.step:
+            self.history.append(self.evaluate())
+        self.save()
+        return {"step": self.step, "initial": self.history[0], "final": self.history[-1], "last_loss": last,
+                "sec_per_step": (time.perf_counter() - t0) / max(1, done), "out": str(self.out),
+                "teacher_steps": self.K, "student_steps": self.S}

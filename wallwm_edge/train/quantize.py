@@ -1,0 +1,169 @@
+"""Post-training quantization of an exported student: float16 and int8 (QDQ) variants of a float32 ONNX.
+
+Both use onnxruntime's own tools (`onnxruntime.quantization.quantize_static`, and the float16
+converter that ships with onnxruntime.transformers) rather than a hand-written pass: they know which
+ops each execution provider fuses, and the QDQ format they write is exactly what TensorRT's explicit
+int8 path and onnxruntime's CPU int8 kernels consume.
+
+Choices, and why:
+- QDQ (QuantizeLinear/DequantizeLinear pairs around float ops), not QOperator: one file serves
+  onnxruntime on the host and TensorRT on the Jetson (TensorRT reads QDQ, not QLinearMatMul).
+- Symmetric int8 for activations and weights, per-channel weights: TensorRT requires symmetric
+  scales; per-channel keeps narrow-range output channels of the projections accurate.
+- Only MatMul/Gemm are quantized: they hold nearly all the FLOPs; quantizing Add/Softmax/LayerNorm
+  buys no speed on CPU and costs accuracy.
+- The action boundary stays float (float32 here, float16 in the fp16 variant only where safe): the
+  time embedding, the action input/output projections and the termination head. Public Jetson work
+  on world action models found these break under int8: the time embedding's sinusoid features and the
+  action projections carry small, precise values that one int8 scale per tensor cannot resolve.
+  They are found by module path in the ONNX metadata (`onnx_export.nodes_under`), never by node name.
+- Calibration uses real dataset batches (the caller passes feeds built from episodes), never random
+  tensors: activation ranges of random images are not the ranges the robot sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from wallwm_edge.errors import ConfigError
+from wallwm_edge.export.onnx_export import nodes_under
+
+# Module-path components of the action boundary (DESIGN.md decision 4). Any module whose dotted path
+# contains one of these components stays in float.
+ACTION_BOUNDARY = ("time_embed", "action_in", "action_out", "termination")
+QUANT_OPS = ("MatMul", "Gemm")
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a list of feed dicts."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], input_types: dict[str, np.dtype]):
+        self._feeds = [{k: np.ascontiguousarray(np.asarray(v).astype(input_types.get(k, np.asarray(v).dtype)))
+                        for k, v in f.items() if k in input_types} for f in feeds]
+        self._i = 0
+
+    def get_next(self):
+        if self._i >= len(self._feeds):
+            return None
+        self._i += 1
+        return self._feeds[self._i - 1]
+
+    def rewind(self):
+        self._i = 0
+
+
+def _input_types(model) -> dict[str, np.dtype]:
+    from onnx import helper
+
+    out = {}
+    for inp in model.graph.input:
+        out[inp.name] = np.dtype(helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type))
+    return out
+
+
+def kept_float(model, keep: tuple[str, ...] = ACTION_BOUNDARY) -> list[str]:
+    """Nodes of `model` (onnx.ModelProto) under the kept modules; ConfigError if the boundary is not found.
+
+    Finding none would silently quantize the action boundary, so it is refused instead.
+    """
+    names = nodes_under(model, keep)
+    if keep and not names:
+        raise ConfigError(f"none of the action-boundary modules {list(keep)} appear in the ONNX's node metadata; "
+                          "re-export with wallwm-edge export (dynamo exporter) or pass the right --keep module names")
+    return names
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Iterable[dict[str, np.ndarray]],
+                  keep: tuple[str, ...] = ACTION_BOUNDARY, per_channel: bool = True,
+                  method: str = "minmax") -> dict:
+    """Write an int8 QDQ copy of the float32 ONNX `src` to `dst`, calibrated on `calibration` feeds.
+
+    Returns {"excluded_nodes": [...], "quantized_nodes": n, "calibration_batches": n}.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(methods)}")
+    feeds = list(calibration)
+    if not feeds:
+        raise ConfigError("int8 calibration needs at least one batch of dataset inputs, got none")
+    model = onnx.load(str(src))
+    excluded = kept_float(model, keep)
+    reader = _Reader(feeds, _input_types(model))
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime logs a pre-processing hint on every call; our graphs are already shape-inferred
+    try:
+        quantize_static(
+            model, str(dst), reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANT_OPS),
+            per_channel=per_channel,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            calibrate_method=methods[method],
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+    finally:
+        root.setLevel(level)
+    q = onnx.load(str(dst))
+    quantized = sum(1 for n in q.graph.node if n.op_type == "DequantizeLinear")
+    if quantized == 0:
+        raise ConfigError(f"{dst}: quantization inserted no int8 nodes (are there MatMul/Gemm ops outside the action boundary?)")
+    return {"excluded_nodes": excluded, "dequantize_nodes": quantized, "calibration_batches": len(feeds)}
+
+
+def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, keep: tuple[str, ...] = ACTION_BOUNDARY) -> dict:
+    """Write a float16 copy of `src` with float32 inputs/outputs; the kept modules stay float32.
+
+    For TensorRT one would rather build the float32 ONNX with the FP16 flag; this file is what the
+    onnxruntime path and the parity gate check on the host.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    kept = nodes_under(model, keep)
+    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=kept)
+    _dedupe_casts(half)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(half, str(dst))
+    return {"float32_nodes": kept}
+
+
+def _dedupe_casts(model) -> None:
+    """The float16 converter names its Cast nodes and their outputs after the tensor they cast, so a
+    tensor read by two kept nodes gets two identical Casts defining one name, which onnxruntime
+    rejects. Keep the first of each identical Cast; suffix any other repeated node name."""
+    defined: dict[str, tuple] = {}
+    names: dict[str, int] = {}
+    keep = []
+    for node in model.graph.node:
+        sig = (node.op_type, tuple(node.input), tuple(a.SerializeToString() for a in node.attribute))
+        outs = [o for o in node.output if o]
+        if node.op_type == "Cast" and outs and all(defined.get(o) == sig for o in outs):
+            continue  # an exact repeat of a Cast already in the graph
+        for o in outs:
+            defined[o] = sig
+        if node.name in names:
+            names[node.name] += 1
+            node.name = f"{node.name}_{names[node.name]}"
+        else:
+            names[node.name] = 0
+        keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+
+
+def size_mb(path: str | os.PathLike) -> float:
+    return os.path.getsize(path) / 1e6

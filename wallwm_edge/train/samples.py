@@ -1,0 +1,189 @@
+"""Dataset -> training samples: EVENTS (event mode) or fixed-length chunks (unified mode, the ablation).
+
+Event mode (the paper's recipe): an item is one event on `track` (default "subtask", the planner's
+next-event granularity). A sample picks a frame t inside the event and targets the actions from t to
+the event's end, capped at L = horizon; the termination target is 1 from the event's last step on
+(all 0 when the event runs past the horizon: the policy executes L steps and is asked again). The
+instruction is the event's caption or one of its TRAINING paraphrases (held-out ones never).
+
+Unified / fixed-chunk mode: an item is a whole episode (its task event); a sample picks any frame and
+targets the next L actions, whatever events they cross, with the TASK instruction.
+
+Items are drawn cluster-balanced (wallwm_edge.events.sampler when present): every event key (or task)
+is equally likely, whatever its frequency in the data, then an item within the key uniformly.
+
+Sampling is split in two so multi-process training stays exact: `plan(rng, B)` draws every random
+choice of the GLOBAL batch (cheap), and `materialize(plan)` reads only the rows a rank needs.
+
+A sample (numpy):
+    images (V, H, W, 3) u8, future_images (F, V, H, W, 3) u8, proprio (P,) f32, actions (L, A) f32,
+    action_valid (L,) bool, end_target (L,) f32, instruction (384,) f32, view_mask (Vn, Vn) bool
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from wallwm_edge.data.dataset import Dataset
+from wallwm_edge.errors import ConfigError, DataError
+from wallwm_edge.model.presets import ModelConfig
+from wallwm_edge.model.sightcone import SightCone
+
+Embedder = Callable[[Sequence[str]], np.ndarray]  # texts -> (N, 384) float32
+
+
+@dataclass(frozen=True)
+class Item:
+    episode: int  # index into SampleSource.episodes
+    start: int  # frames [start, end) the sample's first frame is drawn from
+    end: int  # the event's end (event mode) or the episode's length
+    key: str  # cluster key for balancing (event key, or task)
+    texts: tuple[str, ...]  # caption first, then training paraphrases
+
+
+def default_embedder() -> Embedder:
+    """The project's sentence encoder (all-MiniLM-L6-v2, 384-d, cached)."""
+    from wallwm_edge.events import encoder
+
+    return encoder.encode
+
+
+def hash_embedder(dim: int = 384) -> Embedder:
+    """Bag of hashed character trigrams, L2-normalised: deterministic, instant, no model to load.
+
+    For tests and quick pipeline checks only (`--text-encoder hash`): it knows spelling, not meaning,
+    so paraphrases land far apart. Real training uses `default_embedder()`.
+    """
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), dim), np.float32)
+        for i, text in enumerate(texts):
+            s = f"  {text.lower()}  "
+            for j in range(len(s) - 2):
+                h = int.from_bytes(hashlib.blake2b(s[j : j + 3].encode(), digest_size=4).digest(), "little")
+                out[i, h % dim] += 1.0 if (h >> 31) & 1 else -1.0
+            out[i] /= max(1e-6, float(np.linalg.norm(out[i])))
+        return out
+
+    return embed
+
+
+def dataset_fingerprint(ds: Dataset) -> str:
+    """sha256 over dataset.json's shape fields and every episode's meta.json (which holds the array sha256s)."""
+    h = hashlib.sha256()
+    for key in ("views", "image_size", "action_dim", "proprio_dim"):
+        h.update(repr(ds.info.get(key)).encode())
+    for eid in ds.episode_ids:
+        h.update(eid.encode())
+        h.update((ds.episode_path(eid) / "meta.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+class SampleSource:
+    def __init__(self, ds: Dataset, cfg: ModelConfig, embed: Embedder, track: str = "subtask", split: str | None = None, paraphrases: bool = True):
+        cfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size, where=f"dataset {ds.root}")
+        self.cfg, self.track, self.paraphrases = cfg, track, paraphrases
+        ids = ds.episode_ids
+        self.episodes = [ds.episode(i) for i in ids]
+        if split is not None:
+            self.episodes = [e for e in self.episodes if split in e.split_tags]
+            if not self.episodes:
+                raise DataError(f"{ds.root}: no episode has split tag {split!r}")
+        self.items: list[Item] = []
+        for i, ep in enumerate(self.episodes):
+            if cfg.mode == "event":
+                evs = ep.events_on(track)
+                if not evs:
+                    raise DataError(f"{ep.path or ep.episode_id}: no events on track {track!r} (event-mode training needs them)")
+                for e in evs:
+                    self.items.append(Item(i, e.start, e.end, e.key, (e.caption, *e.paraphrases)))
+            else:
+                task = ep.events_on("task")
+                texts = (task[0].caption, *task[0].paraphrases) if task else (ep.task,)
+                # the last frame has no next action worth learning; any earlier frame starts a chunk
+                self.items.append(Item(i, 0, ep.num_frames, ep.task, texts))
+        if not self.items:
+            raise DataError(f"{ds.root}: no training items")
+        self.keys = sorted({it.key for it in self.items})
+        self.by_key = {k: [j for j, it in enumerate(self.items) if it.key == k] for k in self.keys}
+        texts = sorted({t for it in self.items for t in it.texts})
+        emb = np.asarray(embed(texts), np.float32)
+        if emb.shape != (len(texts), cfg.instruction_dim):
+            raise ConfigError(f"text embedder returned shape {emb.shape}, the model expects ({len(texts)}, {cfg.instruction_dim})")
+        self.embedding = dict(zip(texts, emb))
+        # one sight-cone per distinct set of intrinsics; per-frame poses come from cam_poses
+        self._cones: dict[str, SightCone] = {}
+        self._cone_of = [self._cone_for(ep) for ep in self.episodes]
+
+    def _cone_for(self, ep) -> SightCone:
+        sig = repr([(c.name, c.width, c.height, np.round(c.K, 6).tolist(), np.round(c.dist, 8).tolist()) for c in ep.rig.cameras])
+        if sig not in self._cones:
+            c = self.cfg
+            self._cones[sig] = SightCone(ep.rig, c.views, c.patch, c.near, c.far, c.image_size)
+        return self._cones[sig]
+
+    # ------------------------------------------------------------------ statistics (fitted once)
+    def action_proprio_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return (np.concatenate([np.asarray(e.actions) for e in self.episodes]), np.concatenate([np.asarray(e.proprio) for e in self.episodes]))
+
+    def ae_patches(self, rng: np.random.Generator, frames: int) -> np.ndarray:
+        """(N, 3 p p) patches in [0, 1] from `frames` random frames (all views) for the autoencoder fit."""
+        import torch
+
+        from wallwm_edge.model.autoencoder import patchify
+
+        out = []
+        for _ in range(frames):
+            ep = self.episodes[rng.integers(len(self.episodes))]
+            img = np.array(ep.frames[rng.integers(ep.num_frames)])  # (V, H, W, 3), a writable copy
+            out.append(patchify(torch.from_numpy(img)[None], self.cfg.patch)[0].numpy())
+        return np.concatenate(out)
+
+    # ------------------------------------------------------------------ sampling
+    def plan(self, rng: np.random.Generator, batch: int) -> list[tuple[int, int, int]]:
+        """The global batch's random choices: (item, frame, text index) per row, cluster-balanced."""
+        rows = []
+        for _ in range(batch):
+            members = self.by_key[self.keys[rng.integers(len(self.keys))]]
+            j = members[rng.integers(len(members))]
+            it = self.items[j]
+            last = max(it.start + 1, it.end - (0 if self.cfg.mode == "event" else 1))
+            t = int(rng.integers(it.start, last))
+            k = 0 if (not self.paraphrases or len(it.texts) == 1 or rng.random() < 0.5) else int(rng.integers(1, len(it.texts)))
+            rows.append((j, t, k))
+        return rows
+
+    def sample(self, j: int, t: int, k: int) -> dict[str, np.ndarray]:
+        cfg, it = self.cfg, self.items[j]
+        ep = self.episodes[it.episode]
+        T, L = ep.num_frames, cfg.horizon
+        stop = min(it.end, T) if cfg.mode == "event" else T
+        n = max(1, min(L, stop - t))  # valid action steps
+        actions = np.empty((L, cfg.action_dim), np.float32)
+        actions[:n] = ep.actions[t : t + n]
+        actions[n:] = actions[n - 1]  # padding (masked out of the loss)
+        valid = np.zeros(L, bool)
+        valid[:n] = True
+        end = np.zeros(L, np.float32)
+        if cfg.mode == "event" and stop - t <= L:
+            end[n - 1 :] = 1.0  # the event ends inside this chunk, at step n - 1
+        fut_idx = [min(T - 1, t + int(round(n * (f + 1) / cfg.n_future))) for f in range(cfg.n_future)]
+        return {
+            "images": np.asarray(ep.frames[t]),
+            "future_images": np.stack([np.asarray(ep.frames[i]) for i in fut_idx]),
+            "proprio": np.asarray(ep.proprio[t], np.float32),
+            "actions": actions,
+            "action_valid": valid,
+            "end_target": end,
+            "instruction": self.embedding[it.texts[k]],
+            "view_mask": self._cone_of[it.episode].view_mask(np.asarray(ep.cam_poses[t])),
+        }
+
+    def materialize(self, rows: Sequence[tuple[int, int, int]]) -> dict[str, np.ndarray]:
+        """Stack samples into a batch of numpy arrays (B first)."""
+        samples = [self.sample(*r) for r in rows]
+        return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
