@@ -25,3 +25,8 @@ def make_synthetic_dataset(root, episodes=4, T=24):
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory):
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "ds")
+
+
+@pytest.fixture
+def dataset_maker():
+    return make_synthetic_dataset

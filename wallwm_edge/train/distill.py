@@ -394,7 +394,8 @@ class Distiller:
     """`Distiller(teacher_path, data, out, dcfg).run()`; `resume=True` continues RUN's saved state."""
 
     def __init__(self, teacher: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, dcfg: DistillConfig | None = None,
-                 embed=None, key_map: KeyMap | None = None, teacher_config: ModelConfig | None = None, resume: bool = False, progress: bool = True):
+                 embed=None, key_map: KeyMap | None = None, teacher_config: ModelConfig | None = None, resume: bool = False, progress: bool = True,
+                 text_encoder: str = "minilm"):
         from wallwm_edge.data.check import validate_or_raise
         from wallwm_edge.train.optim import make_optimizers
         from wallwm_edge.train.samples import SampleSource, dataset_fingerprint, default_embedder
@@ -402,6 +403,7 @@ class Distiller:
 
         self.out = Path(out)
         self.progress = progress
+        self.text_encoder = text_encoder
         if resume:
             saved = read_header(self.out / MODEL_FILE).get("distill", {})
             if not saved:
@@ -435,7 +437,6 @@ class Distiller:
             self.student.load_state_dict(model.state_dict())
             self.history = header["distill"].get("history", [])
             self.step = int(load_train_state(self.out / STATE_FILE, self.optimizers, self.np_rng, self.gen)["step"])
-        self.initial_error = self.history[0] if self.history else None
 
     def _targets(self, split: str, n: int, seed: int) -> dict[str, torch.Tensor]:
         key = {"teacher": self.theader["sha256"], "dataset": self.fingerprint, "K": self.K, "S": self.S, "n": n, "seed": seed,
@@ -485,6 +486,7 @@ class Distiller:
             "rig": self.rig_json,
             "autoencoder_explained_variance": self.theader.get("autoencoder_explained_variance"),
             "params": sum(p.numel() for p in self.student.parameters()),
+            "text_encoder": self.text_encoder,
             "distill": {
                 "method": f"trajectory distillation, one round: teacher {self.K} Euler steps -> student {self.S}",
                 "teacher": {"path": self.theader.get("path"), "sha256": self.theader.get("sha256"), "step": self.theader.get("step"),

@@ -167,3 +167,49 @@ def _dedupe_casts(model) -> None:
 
 def size_mb(path: str | os.PathLike) -> float:
     return os.path.getsize(path) / 1e6
+
+
+def variant_path(fp32_path: str | os.PathLike, precision: str) -> Path:
+    """student.sample.onnx -> student.sample.int8.onnx (fp32 keeps the plain name)."""
+    p = Path(fp32_path)
+    return p if precision == "fp32" else p.with_name(f"{p.stem}.{precision}{p.suffix}")
+
+
+def quantize_variants(model, header: dict, fp32_path: str | os.PathLike, precisions: tuple[str, ...],
+                      calibration: list[dict], gate_feeds: list[dict], keep: tuple[str, ...] | None = None,
+                      captions: dict | None = None, calib_method: str = "minmax") -> list[dict]:
+    """Write each precision variant of the gated float32 ONNX `fp32_path`, gate it, write its sidecar.
+
+    Gates: every variant against the eager model (the bounds of its precision) on `gate_feeds`, which
+    must not overlap `calibration`. Returns one row per variant: precision, file, size_mb, parity.
+    Raises ParityError (and removes the variant's files) on a miss.
+    """
+    from wallwm_edge.export import student as st
+    from wallwm_edge.export.sidecar import read_sidecar, write_sidecar
+
+    keep = tuple(keep) if keep is not None else st.ACTION_BOUNDARY
+    parent = read_sidecar(fp32_path)
+    kind, steps = parent["kind"], int(parent["steps"])
+    captions = captions if captions is not None else parent.get("captions", {})
+    rows = []
+    for precision in precisions:
+        if precision not in ("fp16", "int8"):
+            raise ConfigError(f"unknown precision {precision!r} to quantize to; choose from fp16, int8 (fp32 is the export itself)")
+        dst = variant_path(fp32_path, precision)
+        extra: dict = {}
+        if precision == "fp16":
+            extra = convert_fp16(fp32_path, dst, keep)
+        elif precision == "int8":
+            extra = quantize_int8(fp32_path, dst, calibration, keep, method=calib_method)
+        rep = st.check_parity(model, kind, dst, gate_feeds, steps, precision)
+        reports = [rep, st.check_parity(model, kind, dst, gate_feeds, steps, precision, reference=fp32_path)]
+        st.gate_or_remove(rep, dst)
+        info = st.sidecar_info(model, header, kind, steps, precision, captions, reports, keep)
+        info["text_encoder"] = parent.get("text_encoder")
+        info["quantization"] = {"float_nodes": len(extra.get("excluded_nodes", extra.get("float32_nodes", []))),
+                                "calibration_batches": extra.get("calibration_batches", 0),
+                                "dequantize_nodes": extra.get("dequantize_nodes", 0)}
+        write_sidecar(dst, info)
+        rows.append({"precision": precision, "file": str(dst), "size_mb": round(size_mb(dst), 3), "parity": rep.to_json(),
+                     "vs_fp32": reports[1].to_json()})
+    return rows

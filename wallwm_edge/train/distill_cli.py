@@ -1,0 +1,153 @@
+"""`wallwm-edge distill` (teacher -> student) and `wallwm-edge quantize` (float32 ONNX -> float16 / int8)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+DISTILL_EXAMPLES = """\
+examples:
+  wallwm-edge distill --teacher checkpoints/teacher --data data/mw --out runs/student
+  wallwm-edge distill --teacher runs/teacher --data data/mw --out runs/student --steps 2000 --student-steps 1
+  wallwm-edge distill --teacher runs/student --data data/mw --out runs/student --resume --steps 3000
+  wallwm-edge distill --teacher ext.pt --teacher-config teacher --key-map keymap.json --data data/mw --out runs/s
+
+writes RUN/model.safetensors (a normal checkpoint: eval, export and Policy take it), RUN/distill_state.safetensors
+(resume), RUN/{train,eval}_teacher_targets.safetensors (the teacher's labels, reused on resume).
+A key map is JSON {"rules": [[regex, replacement], ...], "drop": [regex, ...]} or python:module:function.
+"""
+
+QUANT_EXAMPLES = """\
+examples:
+  wallwm-edge quantize checkpoints/student --onnx checkpoints/student/student.sample.onnx --data data/mw
+  wallwm-edge quantize runs/student --onnx out/student.sample.onnx --data data/mw --precisions int8 --calib-samples 128
+
+writes NAME.int8.onnx / NAME.fp16.onnx + sidecars beside the float32 ONNX (made by `wallwm-edge export`),
+each gated against the eager model (int8: cosine >= 0.98; fp16: cosine >= 0.99, L1 <= 0.05), and prints
+size and accuracy per variant. The action boundary (time embedding, action in/out, termination head)
+stays float.
+"""
+
+
+def _csv(s: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def register(sub) -> None:
+    p = sub.add_parser("distill", help="distill a teacher checkpoint into a 1-2 step student",
+                       description="Trajectory distillation: the teacher's K Euler steps -> the student's S steps, with the "
+                                   "width/depth reduction to the student preset.\n\n" + DISTILL_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (model.safetensors or run folder; external with --teacher-config)")
+    p.add_argument("--data", required=True, help="dataset the teacher labels (validated first)")
+    p.add_argument("--out", required=True, help="run folder of the student")
+    p.add_argument("--preset", default="student", help="student preset (default student)")
+    p.add_argument("--student-steps", type=int, default=2, help="student flow steps S (default 2)")
+    p.add_argument("--teacher-steps", type=int, default=None, help="teacher Euler steps K (default: the teacher's flow_steps)")
+    p.add_argument("--samples", type=int, default=512, help="dataset samples labelled by the teacher (default 512)")
+    p.add_argument("--eval-samples", type=int, default=64, help="held-out labelled samples for the error report (default 64)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1000; on --resume: the saved total)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
+    p.add_argument("--init", default="scratch", choices=["scratch", "slice"], help="student init: scratch, or slices of the teacher's weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt-every", type=int, default=200)
+    p.add_argument("--stop-at", type=int, default=None, help="stop (and checkpoint) at this step; --resume later")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--teacher-config", default=None, help="external teacher: preset name or config JSON")
+    p.add_argument("--key-map", default=None, help="external teacher: key-map JSON or python:module:function")
+    p.add_argument("--text-encoder", default="minilm", choices=["minilm", "hash"], help="must match the teacher's training (default minilm)")
+    p.add_argument("--track", default="subtask")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.set_defaults(func=run_distill)
+
+    q = sub.add_parser("quantize", help="float16 / int8 (QDQ) variants of an exported ONNX, parity-gated",
+                       description="Post-training quantization with onnxruntime (QDQ, calibration on dataset batches).\n\n" + QUANT_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("checkpoint", help="the checkpoint the ONNX was exported from (eager reference for the gates)")
+    q.add_argument("--onnx", required=True, help="the float32 ONNX written by `wallwm-edge export` (its sidecar beside it)")
+    q.add_argument("--data", required=True, help="dataset for calibration and gate inputs")
+    q.add_argument("--precisions", type=_csv, default=("fp16", "int8"), help="fp16,int8 (default both)")
+    q.add_argument("--calib-samples", type=int, default=64, help="calibration samples (default 64)")
+    q.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    q.add_argument("--gate-samples", type=int, default=32, help="fresh samples per gate (default 32)")
+    q.add_argument("--batch", type=int, default=4)
+    q.add_argument("--keep", type=_csv, default=None, help="module names kept float (default: the action boundary)")
+    q.add_argument("--text-encoder", default=None, choices=["minilm", "hash"], help="default: the one in the ONNX sidecar")
+    q.add_argument("--track", default="subtask")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=run_quantize)
+
+
+def run_distill(args) -> int:
+    import torch
+
+    from wallwm_edge.train.distill import DistillConfig, Distiller, KeyMap
+    from wallwm_edge.train.samples import default_embedder, hash_embedder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teacher_cfg = None
+    if args.teacher_config:
+        teacher_cfg = _teacher_config(args.teacher_config, args.data)
+    if args.resume:
+        dcfg = DistillConfig(steps=args.steps) if args.steps else None
+    else:
+        dcfg = DistillConfig(student_preset=args.preset, student_steps=args.student_steps, teacher_steps=args.teacher_steps,
+                             samples=args.samples, eval_samples=args.eval_samples, steps=args.steps or 1000,
+                             batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, optimizer=args.optimizer,
+                             init=args.init, seed=args.seed, track=args.track, ckpt_every=args.ckpt_every)
+    embed = hash_embedder() if args.text_encoder == "hash" else default_embedder()
+    d = Distiller(args.teacher, args.data, args.out, dcfg, embed=embed, key_map=KeyMap.load(args.key_map),
+                  teacher_config=teacher_cfg, resume=args.resume, text_encoder=args.text_encoder)
+    s = d.run(until=args.stop_at)
+    print(json.dumps({"step": s["step"], "teacher_steps": s["teacher_steps"], "student_steps": s["student_steps"],
+                      "error_before": s["initial"], "error_after": s["final"], "sec_per_step": round(s["sec_per_step"], 4), "out": s["out"]}))
+    return 0
+
+
+def _teacher_config(spec: str, data: str):
+    """A preset name or a ModelConfig JSON, resolved to the dataset's views and sizes."""
+    from pathlib import Path
+
+    from wallwm_edge.data.dataset import Dataset
+    from wallwm_edge.errors import ConfigError
+    from wallwm_edge.model.presets import ModelConfig, resolve
+
+    ds = Dataset.open(data)
+    fields = dict(views=ds.views, image_size=ds.image_size, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"])
+    if Path(spec).is_file():
+        try:
+            return ModelConfig.from_json(json.loads(Path(spec).read_text()))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{spec}: teacher config is not valid JSON ({e})") from None
+    return resolve(spec, **fields)
+
+
+def run_quantize(args) -> int:
+    import torch
+
+    from wallwm_edge.export import student as st
+    from wallwm_edge.export.cli import source_for
+    from wallwm_edge.export.sidecar import read_sidecar
+    from wallwm_edge.train.quantize import quantize_variants
+
+    torch.set_num_threads(1)
+    parent = read_sidecar(args.onnx)
+    encoder = args.text_encoder or parent.get("text_encoder") or "minilm"
+    model, header = st.load_for_export(args.checkpoint)
+    source, _ = source_for(args.checkpoint, args.data, encoder, args.track)
+    kind = parent["kind"]
+    calib = st.dataset_feeds(model.cfg, source, args.calib_samples, args.batch, args.seed + 200, kind)
+    gate = st.gate_feeds_for(model.cfg, kind, source, args.gate_samples, args.batch, args.seed + 100)
+    rows = quantize_variants(model, header, args.onnx, args.precisions, calib, gate, keep=args.keep, calib_method=args.calib_method)
+    from wallwm_edge.train.quantize import size_mb
+
+    print(f"{'variant':8s} {'size MB':>8s} {'cosine':>8s} {'L1':>8s}  vs-fp32 cosine")
+    print(f"{'fp32':8s} {size_mb(args.onnx):8.2f} {'(parent)':>8s}")
+    for r in rows:
+        p, v = r["parity"], r["vs_fp32"]
+        print(f"{r['precision']:8s} {r['size_mb']:8.2f} {p['cosine']:8.5f} {p['l1']:8.5f}  {v['cosine']:.5f}   {r['file']}")
+    return 0
