@@ -19,7 +19,8 @@ from wallwm_edge.errors import WallwmError
 # while the project grows.
 COMMAND_MODULES = [
     "wallwm_edge.data.cli",  # data generate | check | stats | import-lerobot
-    "wallwm_edge.train.cli",  # train, distill, quantize
+    "wallwm_edge.train.cli",  # train
+    "wallwm_edge.train.distill_cli",  # distill, quantize
     "wallwm_edge.eval.cli",  # eval
     "wallwm_edge.export.cli",  # export
     "wallwm_edge.calibration.cli",  # calibrate (+ calibrate check)

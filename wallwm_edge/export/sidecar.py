@@ -1,0 +1,115 @@
+"""The JSON sidecar written beside every exported ONNX: all a torch-free runtime needs to drive it.
+
+`student.sample.onnx` gets `student.sample.json`:
+
+    {"format": "wallwm-onnx/1",
+     "onnx": "student.sample.onnx", "sha256": "...", "kind": "sample" | "denoise_step",
+     "precision": "fp32" | "fp16" | "int8",
+     "inputs":  [{"name", "shape": ["batch", 3, ...], "dtype": "float32", "doc"}],
+     "outputs": [{"name", "shape", "dtype", "doc"}],
+     "preset": "student", "config": {...the model config...},
+     "steps": 2, "views": ["corner", ...], "image_size": [H, W], "patch": 8, "L_max": 16,
+     "action_dim": 4, "proprio_dim": 4, "text_dim": 384,
+     "normalizer": {...as saved in the checkpoint: how to map normalised actions back to robot units...},
+     "captions": {"grasp the puck": [384 floats], ...},   # caption -> embedding for known event captions
+     "parity": [{...ParityReport...}]}
+
+Why a sidecar and not ONNX metadata_props: it is readable with `json` alone (no onnx package on the
+robot), diffable in review, and the caption table would bloat the protobuf's string map. The sha256
+ties the two files together; `read_sidecar` refuses a sidecar whose ONNX changed.
+
+numpy/json only (DESIGN.md decision 5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from wallwm_edge.errors import DataError
+
+FORMAT = "wallwm-onnx/1"
+REQUIRED = ("onnx", "sha256", "kind", "precision", "inputs", "outputs", "preset", "steps", "views", "image_size",
+            "patch", "L_max", "action_dim", "normalizer", "captions")
+
+
+def sidecar_path(onnx_path: str | os.PathLike) -> Path:
+    return Path(onnx_path).with_suffix(".json")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if hasattr(x, "tolist"):  # torch tensors, without importing torch
+        return x.tolist()
+    return x
+
+
+def write_sidecar(onnx_path: str | os.PathLike, info: dict) -> Path:
+    """Write the sidecar of `onnx_path` from `info` (the fields above); fills onnx, sha256, format."""
+    onnx_path = Path(onnx_path)
+    record = {"format": FORMAT, "onnx": onnx_path.name, "sha256": file_sha256(onnx_path)}
+    record.update(_jsonable(info))
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        raise DataError(f"{sidecar_path(onnx_path)}: sidecar is missing field(s) {missing}")
+    path = sidecar_path(onnx_path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_sidecar(path: str | os.PathLike, check_hash: bool = True) -> dict:
+    """Read and validate a sidecar (give the .json or the .onnx); DataError names the file and field."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        path = sidecar_path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: sidecar missing (export writes it beside the .onnx)") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if record.get("format") != FORMAT:
+        raise DataError(f"{path}: field 'format' is {record.get('format')!r}, expected {FORMAT!r}")
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        raise DataError(f"{path}: missing field(s) {missing}")
+    onnx_file = path.parent / record["onnx"]
+    if check_hash:
+        if not onnx_file.is_file():
+            raise DataError(f"{path}: field 'onnx' names {onnx_file}, which does not exist")
+        got = file_sha256(onnx_file)
+        if got != record["sha256"]:
+            raise DataError(f"{path}: field 'sha256' does not match {onnx_file.name} (file changed after export?)")
+    record["onnx_path"] = str(onnx_file)
+    return record
+
+
+def caption_embedding(record: dict, caption: str) -> np.ndarray:
+    """The stored embedding of a known caption; DataError listing a few known ones otherwise."""
+    table = record.get("captions", {})
+    if caption not in table:
+        known = ", ".join(repr(c) for c in list(table)[:5])
+        raise DataError(f"caption {caption!r} is not in the sidecar's table ({len(table)} known, e.g. {known}); "
+                        "embed it with the sentence encoder instead")
+    return np.asarray(table[caption], dtype=np.float32)
