@@ -29,7 +29,7 @@ def chunk(k, L=40):
 
 
 def test_noisy_link_every_chunk_exactly_once_and_uncorrupted(sim):
-    rates = FaultRates(flip=0.08, drop=0.05, dup=0.05, reorder=0.05, partial=0.04, garbage=0.05)
+    rates = FaultRates(flip=0.08, drop=0.05, dup=0.05, reorder=0.05, partial=0.04, garbage=0.05, rx_flip=0.02)
     t = FaultySerial(SerialTransport(sim.path), rates, seed=1)
     t.url = sim.port
     link = ArmLink(t, FAST)
@@ -45,7 +45,9 @@ def test_noisy_link_every_chunk_exactly_once_and_uncorrupted(sim):
 
 def test_watchdog_hold_then_estop_within_deadlines_and_reconnect(sim):
     link = ArmLink.open(sim.port)
-    link.send_chunk(chunk(0, 200) * 0 + 0.2, rate_hz=20.0)  # 10 s of chunk: the arm is busy when the host dies
+    slow = np.zeros((200, 7))
+    slow[:, 0] = np.linspace(0.0, 2.0, 200)
+    link.send_chunk(slow, rate_hz=20.0)  # 10 s of motion: the arm is busy when the host dies
     link.wait_state(lambda s: s.mode_name == "running", 5.0)
     link.close()  # the host goes quiet (its port closed: a disconnect)
     ev = lambda name: [t for t, e, _ in sim.events() if e == name]  # noqa: E731
@@ -61,7 +63,10 @@ def test_watchdog_hold_then_estop_within_deadlines_and_reconnect(sim):
     assert int(estop[0]["faults"]) & 0x2 and 1000 <= int(estop[0]["quiet"]) <= 1000 + 100
     # reconnect: a new session; e-stop is latched until reset, then chunks play again
     link = ArmLink.open(sim.port)
-    assert link.state() is None or link.wait_state(lambda s: s.mode_name == "estop", 2.0)
+    st = link.wait_state(lambda s: s.mode_name == "estop", 2.0)
+    time.sleep(0.2)
+    assert st.pos[0] < 0.5, "stopped where the link died, not at the chunk's end"
+    assert abs(link.state().pos[0] - st.pos[0]) < 1e-6 and not np.any(link.state().vel), "the arm holds still"
     link.reset()
     tk = link.send_chunk(chunk(1), rate_hz=100.0)
     link.wait_state(lambda s: s.last_done == tk.chunk_id, 5.0)
@@ -92,4 +97,37 @@ def test_firmware_reset_mid_chunk_resends_it_once(sim):
     assert [kv["chunk"] for _, e, kv in ev if e == "queued"] == ["77"], "queued once, after the reboot"
     boots = [i for i, (_, e, _) in enumerate(ev) if e == "boot"]
     assert len(boots) == 2 and any(e == "hello" for _, e, _ in ev[boots[1]:])
+    link.close()
+
+
+def test_flow_control_waits_for_room_and_loses_nothing(sim):
+    link = ArmLink.open(sim.port)
+    cap = link.arm.queue_points
+    n = cap // 50 + 4  # more points than the firmware's queue holds
+    tickets = [link.send_chunk(chunk(k, 50), rate_hz=250.0, timeout=30) for k in range(n)]
+    st = link.wait_state(lambda s: s.last_done == tickets[-1].chunk_id, 20.0)
+    q = [kv for _, e, kv in sim.events() if e == "queued"]
+    assert [int(kv["chunk"]) for kv in q] == [t.chunk_id for t in tickets]
+    assert [kv["crc"] for kv in q] == [f"{t.crc:08x}" for t in tickets]
+    done = [kv["chunk"] for _, e, kv in sim.events() if e == "done"]
+    assert done == [str(t.chunk_id) for t in tickets], "played in order, each once"
+    assert st.level == 0
+    link.close()
+
+
+def test_end_effector_cubic_chunk_at_a_firmware_time(sim):
+    link = ArmLink.open(sim.port)
+    now = link.wait_state(lambda s: True, 2.0).time_ms
+    pose = np.zeros((20, 7))
+    pose[:, 2] = np.linspace(0.0, 0.3, 20)  # z up 30 cm
+    pose[:, 6] = 1.0
+    t = link.send_chunk(pose, space="ee", interp="cubic", start="at", start_ms=now + 400, rate_hz=50.0)
+    st = link.wait_state(lambda s: s.last_done == t.chunk_id, 5.0)
+    start = [ts for ts, e, kv in sim.events() if e == "start" and kv["chunk"] == str(t.chunk_id)]
+    assert start and now + 400 <= start[0] <= now + 400 + 100
+    # the simulated arm lags its command by its time constant; it settles on the last pose
+    link.wait_state(lambda s: abs(s.pos[2] - 0.3) < 2e-3 and abs(s.pos[6] - 1.0) < 2e-3, 2.0)
+    with pytest.raises(ValueError, match="column 2 = 1.5 outside"):
+        pose[5, 2] = 1.5
+        link.send_chunk(pose, space="ee")
     link.close()

@@ -21,6 +21,7 @@ class FaultRates:
     reorder: float = 0.0
     partial: float = 0.0  # the frame is cut short (its delimiter survives, the rest is lost)
     garbage: float = 0.0  # random bytes (no delimiter) before the frame
+    rx_flip: float = 0.0  # a read from the firmware gets one bit flipped (lost ACKs and STATEs)
 
 
 class FaultySerial(Transport):
@@ -29,7 +30,7 @@ class FaultySerial(Transport):
         self.url = inner.url
         self.held: bytes | None = None
         self.enabled = True
-        self.counts = {k: 0 for k in ("flip", "drop", "dup", "reorder", "partial", "garbage")}
+        self.counts = {k: 0 for k in ("flip", "drop", "dup", "reorder", "partial", "garbage", "rx_flip")}
 
     @property
     def errors(self) -> int:
@@ -62,7 +63,11 @@ class FaultySerial(Transport):
         self.inner.write_raw(out)
 
     def recv(self, timeout: float) -> list[bytes]:
-        return self.inner.recv(timeout)
+        data = bytearray(self.inner.read_raw(timeout))
+        if data and self._hit("rx_flip"):
+            i = self.rng.randrange(len(data))
+            data[i] ^= 1 << self.rng.randrange(8)
+        return self.inner.deframer.feed(bytes(data))
 
     def close(self) -> None:
         self.inner.close()
