@@ -1,0 +1,192 @@
+"""Joint bundle adjustment of every camera's intrinsics and pose over every board observation.
+
+One scipy.optimize.least_squares problem: residual = projected board corner - detected corner, (2N,).
+Parameters, each block optional (held fixed when asked):
+  per camera   intrinsics [fx, fy, cx, cy, k1, k2, p1, p2, k3] (9) and pose (6, rotation vector + t):
+               T_cam_base for a fixed camera, T_cam_flange for a wrist camera
+  per node     board pose (6): T_base_board per frame ("free"), T_flange_board ("gripper"), T_base_board ("static")
+A view's camera-from-board transform is  P_cam @ M_view @ N_board  with the constant M_view = F^-1 (wrist
+camera) times F (gripper board), F = T_base_flange at that frame, so fixed cameras, wrist cameras (hand-eye),
+gripper-held boards and hand-held boards are one code path, and cameras whose views never overlap are tied
+together through the arm's poses. The Jacobian is finite-differenced with its sparsity pattern given
+(jac_sparsity), so scipy colours the columns and needs about 30 residual evaluations per Jacobian
+whatever the number of views.
+
+Two passes: a robust one (soft-L1, scale `robust_px`) that outliers cannot drag, then a Huber pass over the
+points within `reject_sigma` robust sigmas, which is close to least squares on the inliers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import least_squares
+
+from wallwm_edge.calibration import se3
+from wallwm_edge.calibration.initial import ViewRef
+
+N_INTR = 9
+
+
+@dataclass(frozen=True)
+class AdjustConfig:
+    dist_terms: int = 5  # 5: k1 k2 p1 p2 k3; 4: k3 held at 0 (narrow lenses)
+    robust_px: float = 1.0  # soft-L1 scale of the robust pass, pixels
+    reject_sigma: float = 5.0  # after the robust pass, drop points beyond this many robust sigmas (and >= 2 px)
+    max_nfev: int = 200
+
+
+def project(X: np.ndarray, intr: np.ndarray) -> np.ndarray:
+    """Camera-frame points (N, 3) with per-point intrinsics (N, 9) -> pixels (N, 2). OpenCV's model."""
+    x, y = X[:, 0] / X[:, 2], X[:, 1] / X[:, 2]
+    fx, fy, cx, cy, k1, k2, p1, p2, k3 = intr.T
+    r2 = x * x + y * y
+    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return np.stack([fx * xd + cx, fy * yd + cy], axis=1)
+
+
+class Problem:
+    """Index bookkeeping: which parameter block every observation touches."""
+
+    def __init__(self, refs: list[ViewRef], boards_X: list[np.ndarray], cameras: list[str], init: dict,
+                 fixed: set, cfg: AdjustConfig):
+        # init: {("K", cam): (K, dist), ("cam", cam): T node, ("board", ...): T node} (see initial.py)
+        self.refs, self.cameras, self.cfg = refs, cameras, cfg
+        self.cam_index = {c: i for i, c in enumerate(cameras)}
+        self.board_nodes = sorted({r.board_node for r in refs}, key=lambda n: (n[1], str(n[2])))
+        self.board_index = {n: i for i, n in enumerate(self.board_nodes)}
+        C, B = len(cameras), len(self.board_nodes)
+        # values of all blocks (free or fixed)
+        self.intr = np.zeros((C, N_INTR))
+        self.pose = np.zeros((C, 6))
+        for i, c in enumerate(cameras):
+            K, dist = init[("K", c)]
+            self.intr[i] = [K[0, 0], K[1, 1], K[0, 2], K[1, 2], *np.asarray(dist, float)[:5]]
+            self.pose[i] = se3.T_to_vec(se3.inv(init[("cam", c)]))
+        self.board = np.stack([se3.T_to_vec(init[n]) for n in self.board_nodes])
+        # which entries are free: a boolean mask per block
+        self.intr_free = np.ones((C, N_INTR), bool)
+        if cfg.dist_terms < 5:
+            self.intr_free[:, 8] = False
+        self.pose_free = np.ones((C, 6), bool)
+        for kind, name in fixed:
+            i = self.cam_index[name]
+            (self.intr_free if kind == "K" else self.pose_free)[i] = False
+        self.board_free = np.ones((B, 6), bool)
+        # observations
+        vcam = np.array([self.cam_index[r.view.camera] for r in refs])
+        vboard = np.array([self.board_index[r.board_node] for r in refs])
+        M = np.stack([(se3.inv(r.F) if r.wrist else np.eye(4)) @ (r.F if r.gripper else np.eye(4)) for r in refs])
+        self.view_cam, self.view_board, self.view_M = vcam, vboard, M
+        counts = np.array([len(r.view.ids) for r in refs])
+        self.obs_view = np.repeat(np.arange(len(refs)), counts)  # (N,)
+        self.X = np.concatenate([boards_X[r.session][r.view.ids] for r in refs])  # (N, 3) board frame
+        self.uv = np.concatenate([r.view.uv for r in refs]).astype(np.float64)  # (N, 2)
+        self.obs_cam = vcam[self.obs_view]
+
+    # ---- parameter vector <-> blocks ---------------------------------------------------------------------
+    def pack(self) -> np.ndarray:
+        return np.concatenate([self.intr[self.intr_free], self.pose[self.pose_free], self.board[self.board_free]])
+
+    def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        intr, pose, board = self.intr.copy(), self.pose.copy(), self.board.copy()
+        a = self.intr_free.sum()
+        b = a + self.pose_free.sum()
+        intr[self.intr_free], pose[self.pose_free], board[self.board_free] = x[:a], x[a:b], x[b:]
+        return intr, pose, board
+
+    def set(self, x: np.ndarray) -> None:
+        self.intr, self.pose, self.board = self.unpack(x)
+
+    def view_T(self, pose: np.ndarray, board: np.ndarray) -> np.ndarray:
+        """(V, 4, 4) camera-from-board transform of every view."""
+        return se3.vec_to_T(pose)[self.view_cam] @ self.view_M @ se3.vec_to_T(board)[self.view_board]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(N, 2) projected pixels of every observation."""
+        intr, pose, board = self.unpack(x)
+        T = self.view_T(pose, board)[self.obs_view]  # (N, 4, 4)
+        Xc = np.einsum("nij,nj->ni", T[:, :3, :3], self.X) + T[:, :3, 3]  # (N, 3) camera frame
+        return project(Xc, intr[self.obs_cam])
+
+    def residuals(self, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        return (self.predict(x) - self.uv)[keep].ravel()
+
+    def sparsity(self, keep: np.ndarray) -> sp.csr_matrix:
+        """(2N_keep, n_params) 0/1 pattern: a point touches its camera's intrinsics and pose and its board node."""
+        C, B = len(self.cameras), len(self.board_nodes)
+        col = np.full((C, N_INTR), -1)
+        n = 0
+        col[self.intr_free] = np.arange(n, n + self.intr_free.sum())
+        n += self.intr_free.sum()
+        pcol = np.full((C, 6), -1)
+        pcol[self.pose_free] = np.arange(n, n + self.pose_free.sum())
+        n += self.pose_free.sum()
+        bcol = np.full((B, 6), -1)
+        bcol[self.board_free] = np.arange(n, n + self.board_free.sum())
+        n += self.board_free.sum()
+        obs = np.flatnonzero(keep)
+        cols = np.concatenate([col[self.obs_cam[obs]], pcol[self.obs_cam[obs]], bcol[self.view_board[self.obs_view[obs]]]], axis=1)  # (n, 21)
+        rows = np.repeat(np.arange(len(obs)), cols.shape[1]).reshape(len(obs), -1)
+        ok = cols >= 0
+        r, c = rows[ok], cols[ok]
+        r2 = np.concatenate([2 * r, 2 * r + 1])
+        c2 = np.concatenate([c, c])
+        return sp.csr_matrix((np.ones(len(r2), np.int8), (r2, c2)), shape=(2 * len(obs), n))
+
+
+@dataclass
+class AdjustResult:
+    x: np.ndarray
+    residual: np.ndarray  # (N, 2) predicted - detected, every observation
+    inlier: np.ndarray  # (N,) bool
+    sigma: float  # residual standard deviation of the inliers, pixels (dof-corrected)
+    cov: np.ndarray  # (n_params, n_params) parameter covariance (sigma^2 (J^T J)^-1)
+    nfev: int
+    cost_history: list
+
+
+def adjust(problem: Problem, cfg: AdjustConfig, progress=None) -> AdjustResult:
+    # One BLAS thread: the problem is small and many threads only fight (5x slower on a busy 2-core box).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _adjust(problem, cfg, progress)
+
+
+def _solve(problem: Problem, x0: np.ndarray, keep: np.ndarray, loss: str, f_scale: float, cfg: AdjustConfig):
+    # x_scale="jac" with tight LSMR tolerances: 10-20 iterations here, where loose inner solves needed 200.
+    return least_squares(problem.residuals, x0, jac_sparsity=problem.sparsity(keep), loss=loss, f_scale=f_scale, x_scale="jac",
+                         max_nfev=cfg.max_nfev, args=(keep,), method="trf", tr_solver="lsmr", tr_options=dict(atol=1e-12, btol=1e-12))
+
+
+def _adjust(problem: Problem, cfg: AdjustConfig, progress=None) -> AdjustResult:
+    x0 = problem.pack()
+    keep = np.ones(len(problem.uv), bool)
+    history = []
+    res1 = _solve(problem, x0, keep, "soft_l1", cfg.robust_px, cfg)
+    history.append(res1.cost)
+    if progress:
+        progress(1)
+    r = np.linalg.norm(problem.predict(res1.x) - problem.uv, axis=1)
+    robust_sigma = 1.4826 * np.median(r) / np.sqrt(np.log(4))  # median of a 2-D Rayleigh norm -> per-axis sigma
+    keep = r < max(cfg.reject_sigma * robust_sigma, 2.0)
+    scale = max(3 * robust_sigma, 0.3)
+    res2 = _solve(problem, res1.x, keep, "huber", scale, cfg)
+    history.append(res2.cost)
+    if progress:
+        progress(1)
+    problem.set(res2.x)
+    resid = problem.predict(res2.x) - problem.uv
+    m, n = 2 * keep.sum(), len(res2.x)
+    sigma = float(np.sqrt((resid[keep] ** 2).sum() / max(m - n, 1)))
+    J = res2.jac.tocsc() if sp.issparse(res2.jac) else sp.csc_matrix(res2.jac)
+    JtJ = (J.T @ J).toarray()
+    w, V = np.linalg.eigh(JtJ)
+    w_inv = np.where(w > w.max() * 1e-15, 1.0 / np.maximum(w, 1e-300), 1e15)  # unobservable directions -> huge variance
+    cov = sigma**2 * (V * w_inv) @ V.T
+    return AdjustResult(res2.x, resid, keep, sigma, cov, res1.nfev + res2.nfev, history)

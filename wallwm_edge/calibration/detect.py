@@ -1,0 +1,203 @@
+"""Find the board in every image (or video frame) of a capture folder and return a `Session`.
+
+Capture folder:
+    capture/
+      capture.json       optional: {"board": "charuco_a4" | {board fields}, "board_mount": "free"|"gripper"|"static",
+                                    "wrist": ["gripperPOV"]}
+      arm_poses.json     optional: {"<frame>": 4x4 T_base_flange, ...} (metres), needed for gripper/static/wrist
+      <camera>/*.png|jpg one folder per camera; the file stem is the frame key shared across cameras
+      <camera>.mp4|avi   or one video per camera; frame key = frame index (every `every`-th frame)
+
+Detection: cv2.aruco.CharucoDetector.detectBoard (OpenCV 5 API) for ChArUco boards;
+cv2.findChessboardCornersSB for checkerboards (all corners must be visible; keep the board's long side
+along the same image axis in all cameras, since a checkerboard's 180-degree turn is ambiguous).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from wallwm_edge.calibration.board import Board
+from wallwm_edge.calibration.observations import MOUNTS, Session, View
+from wallwm_edge.errors import DataError
+
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv")
+MIN_CORNERS = 6
+
+
+class Detector:
+    def __init__(self, board: Board):
+        import cv2
+
+        self.board, self.cv2 = board, cv2
+        if board.type == "charuco":
+            params = cv2.aruco.CharucoParameters()
+            params.minMarkers = 1
+            self.charuco = cv2.aruco.CharucoDetector(board.cv_board(), params)
+        self.X = board.corners()
+
+    def __call__(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, list[int]]:
+        """-> ids (n,), uv (n, 2), number of ArUco markers seen, their ids."""
+        cv2 = self.cv2
+        if self.board.type == "charuco":
+            cc, ci, mc, mi = self.charuco.detectBoard(gray)
+            marker_ids = [] if mi is None else [int(i) for i in np.ravel(mi)]
+            if ci is None or len(ci) == 0:
+                return np.zeros(0, np.int64), np.zeros((0, 2)), len(marker_ids), marker_ids
+            return np.ravel(ci).astype(np.int64), cc.reshape(-1, 2).astype(np.float64), len(marker_ids), marker_ids
+        ok, corners = cv2.findChessboardCornersSB(gray, self.board.inner, flags=cv2.CALIB_CB_EXHAUSTIVE | cv2.CALIB_CB_ACCURACY)
+        if not ok:
+            return np.zeros(0, np.int64), np.zeros((0, 2)), 0, []
+        return np.arange(self.board.n_corners), corners.reshape(-1, 2).astype(np.float64), 0, []
+
+    def fits_board(self, ids: np.ndarray, uv: np.ndarray) -> float:
+        """Median distance (px) of the corners from the best homography of the board plane: a board file whose
+        geometry differs from the printed board gives corners that no plane-to-image map explains."""
+        cv2 = self.cv2
+        H, _ = cv2.findHomography(self.X[ids, :2], uv, 0)
+        if H is None:
+            return float("inf")
+        p = np.concatenate([self.X[ids, :2], np.ones((len(ids), 1))], 1) @ H.T
+        return float(np.median(np.linalg.norm(p[:, :2] / p[:, 2:] - uv, axis=1)))
+
+
+def _frames(cam_path: Path, every: int):
+    """Yield (frame key, grey image, source) for an image folder or a video file."""
+    import cv2
+
+    if cam_path.is_dir():
+        files = sorted(p for p in cam_path.iterdir() if p.suffix.lower() in IMAGE_EXT)
+        for p in files:
+            img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                raise DataError(f"{p}: cannot read image")
+            yield p.stem, img, str(p)
+    else:
+        cap = cv2.VideoCapture(str(cam_path))
+        if not cap.isOpened():
+            raise DataError(f"{cam_path}: cannot open video")
+        k = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if k % every == 0:
+                yield f"{k:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), f"{cam_path}#{k}"
+            k += 1
+        cap.release()
+
+
+def _dictionary_hint(gray: np.ndarray, board: Board) -> str:
+    """Which predefined ArUco dictionary's markers are in this image (for a 'board does not match' message)."""
+    import cv2
+
+    for name in ("DICT_4X4_50", "DICT_5X5_100", "DICT_6X6_250", "DICT_7X7_1000", "DICT_ARUCO_ORIGINAL", "DICT_APRILTAG_36h11"):
+        if name == board.dictionary:
+            continue
+        det = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, name)))
+        corners, ids, _ = det.detectMarkers(gray)
+        if ids is not None and len(ids) >= 3:
+            return name
+    return ""
+
+
+def load_capture_meta(folder: Path) -> dict:
+    p = folder / "capture.json"
+    if not p.exists():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p}: not valid JSON ({e})") from None
+
+
+def load_arm_poses(folder: Path) -> dict[str, np.ndarray] | None:
+    from wallwm_edge.calibration.rig import check_pose
+
+    p = folder / "arm_poses.json"
+    if not p.exists():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{p}: must map frame keys to 4x4 T_base_flange matrices")
+    return {str(k): check_pose(v, f"{p}: frame {k!r}") for k, v in d.items()}
+
+
+def load_session(folder: str | Path, board: Board | None = None, board_mount: str | None = None, wrist: list[str] | None = None,
+                 cameras: list[str] | None = None, every: int = 10, progress: bool = False) -> Session:
+    """Detect the board in a capture folder. Options override capture.json."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: capture folder not found")
+    meta = load_capture_meta(folder)
+    if board is None:
+        spec = meta.get("board")
+        if spec is None:
+            raise DataError(f"{folder}: no board given (use --board, or put \"board\" in capture.json)")
+        board = Board.from_json(spec, where=f"{folder}/capture.json: ") if isinstance(spec, dict) else Board.load(spec)
+    mount = board_mount or meta.get("board_mount", "free")
+    if mount not in MOUNTS:
+        raise DataError(f"{folder}: board_mount must be one of {MOUNTS}, got {mount!r}")
+    wrist = tuple(wrist if wrist is not None else meta.get("wrist", []))
+    cam_paths = sorted([p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] +
+                       [p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXT])
+    if cameras:
+        missing = [c for c in cameras if c not in {p.stem for p in cam_paths}]
+        if missing:
+            raise DataError(f"{folder}: no images or video for camera(s) {missing}")
+        cam_paths = [p for p in cam_paths if p.stem in cameras]
+    if not cam_paths:
+        raise DataError(f"{folder}: no camera folders (<camera>/*.png) or videos (<camera>.mp4) found")
+    for w in wrist:
+        if w not in {p.stem for p in cam_paths}:
+            raise DataError(f"{folder}: wrist camera {w!r} has no images in this capture")
+    det = Detector(board)
+    n_markers = (board.squares_x * board.squares_y) // 2
+    views, sizes, n_images = [], {}, {}
+    from tqdm import tqdm
+
+    for cam_path in cam_paths:
+        cam = cam_path.stem
+        n_images[cam] = 0
+        mismatch = []
+        for frame, gray, source in tqdm(_frames(cam_path, every), desc=f"detect {cam}", disable=not progress, leave=False):
+            n_images[cam] += 1
+            h, w = gray.shape
+            if cam in sizes and sizes[cam] != (w, h):
+                raise DataError(f"camera {cam!r}, image {source}: size {w}x{h} differs from {sizes[cam][0]}x{sizes[cam][1]} of its other images")
+            sizes[cam] = (w, h)
+            ids, uv, _, marker_ids = det(gray)
+            foreign = sorted({i for i in marker_ids if i >= n_markers})
+            if foreign:
+                mismatch.append(f"image {source}: ArUco marker ids {foreign[:8]} are not on board {board.name!r} "
+                                f"(ids 0..{n_markers - 1}); the board file does not match the printed board")
+                continue
+            if len(ids) < MIN_CORNERS:
+                continue
+            err = det.fits_board(ids, uv)
+            if err > 5.0:
+                mismatch.append(f"image {source}: the detected corners do not fit board {board.name!r}'s geometry (median {err:.1f} px off a plane); "
+                                "check squares_x/squares_y in the board file")
+                continue
+            views.append(View(cam, frame, ids, uv, source))
+        got = [v for v in views if v.camera == cam]
+        if not got and mismatch:
+            raise DataError(f"camera {cam!r}: " + mismatch[0])
+        if not got and n_images[cam] and board.type == "charuco":
+            first = next(iter(_frames(cam_path, every)))
+            hint = _dictionary_hint(first[1], board)
+            if hint:
+                raise DataError(f"camera {cam!r}, image {first[2]}: markers of {hint} found but board {board.name!r} uses {board.dictionary}; "
+                                "the board file does not match the printed board")
+    flange = load_arm_poses(folder)
+    if (mount != "free" or wrist) and flange is None:
+        raise DataError(f"{folder}: board_mount {mount!r}{' and wrist cameras ' + str(list(wrist)) if wrist else ''} need arm poses: "
+                        "add arm_poses.json mapping each frame to T_base_flange")
+    return Session(folder.name, board, mount, sizes, views, flange, wrist, n_images)
