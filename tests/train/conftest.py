@@ -13,10 +13,10 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-def make_synthetic_dataset(root, episodes=4, T=24):
+def make_synthetic_dataset(root, episodes=4, T=24, tasks=("pick-place-v3", "push-v3")):
     ds = Dataset.create(root, views=["corner", "top", "gripper"], image_size=(32, 32), action_dim=4, proprio_dim=4, fps=10.0, name="synthetic")
     for i in range(episodes):
-        task = ("pick-place-v3", "push-v3")[i % 2]
+        task = tasks[i % len(tasks)]
         ds.append(synthetic_episode(f"{task}_s{i:05d}", task=task, T=T, seed=i))
     ds.finalize()
     return root

@@ -49,6 +49,7 @@ class Policy:
         self.steps = int(steps or self.cfg.flow_steps)
         self.generator = torch.Generator().manual_seed(seed)
         self._text_cache: dict[str, np.ndarray] = {}
+        self._encoder = None
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, rig: Rig | None = None, steps: int | None = None, seed: int = 0) -> "Policy":
@@ -64,9 +65,11 @@ class Policy:
         """(384,) float32 from an embedding or a text (cached per text)."""
         if isinstance(instruction, str):
             if instruction not in self._text_cache:
-                from wallwm_edge.events.encoder import encode
+                if self._encoder is None:
+                    from wallwm_edge.events.encoder import CaptionEncoder
 
-                self._text_cache[instruction] = np.asarray(encode([instruction]), np.float32).reshape(-1)
+                    self._encoder = CaptionEncoder()
+                self._text_cache[instruction] = np.asarray(self._encoder.encode([instruction]), np.float32).reshape(-1)
             instruction = self._text_cache[instruction]
         e = np.asarray(instruction, np.float32).reshape(-1)
         if e.shape != (self.cfg.instruction_dim,):
@@ -93,7 +96,7 @@ class Policy:
         c = self.cfg
         view_mask = torch.from_numpy(self.cone.view_mask(obs.get("cam_poses")))
         return {
-            "images": torch.from_numpy(np.ascontiguousarray(obs["images"], dtype=np.uint8))[None],
+            "images": torch.from_numpy(np.array(obs["images"], dtype=np.uint8))[None],  # a writable copy
             "proprio": torch.as_tensor(np.asarray(obs["proprio"], np.float32).reshape(1, -1)),
             "instruction": torch.from_numpy(self.embed(obs["instruction"]))[None],
             "mask": self.model.full_mask(view_mask),

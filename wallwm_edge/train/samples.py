@@ -9,11 +9,13 @@ instruction is the event's caption or one of its TRAINING paraphrases (held-out 
 Unified / fixed-chunk mode: an item is a whole episode (its task event); a sample picks any frame and
 targets the next L actions, whatever events they cross, with the TASK instruction.
 
-Items are drawn cluster-balanced (wallwm_edge.events.sampler when present): every event key (or task)
-is equally likely, whatever its frequency in the data, then an item within the key uniformly.
+Items are drawn cluster-balanced (wallwm_edge.events.sampler): the items' captions are embedded and
+k-means clustered, a draw picks a cluster uniformly, then an item within it, so a rare event is drawn
+as often as one that occurs in every episode.
 
-Sampling is split in two so multi-process training stays exact: `plan(rng, B)` draws every random
-choice of the GLOBAL batch (cheap), and `materialize(plan)` reads only the rows a rank needs.
+Sampling is split in two so multi-process training stays exact: `plan(rng, B, position)` draws every
+random choice of the GLOBAL batch (cheap; `position` = samples drawn so far, so the sampler's sequence
+is a pure function of the step), and `materialize(rows)` reads only the rows a rank needs.
 
 A sample (numpy):
     images (V, H, W, 3) u8, future_images (F, V, H, W, 3) u8, proprio (P,) f32, actions (L, A) f32,
@@ -46,10 +48,10 @@ class Item:
 
 
 def default_embedder() -> Embedder:
-    """The project's sentence encoder (all-MiniLM-L6-v2, 384-d, cached)."""
-    from wallwm_edge.events import encoder
+    """The project's sentence encoder (all-MiniLM-L6-v2, 384-d, disk-cached: wallwm_edge.events.encoder)."""
+    from wallwm_edge.events.encoder import CaptionEncoder
 
-    return encoder.encode
+    return CaptionEncoder().encode
 
 
 def hash_embedder(dim: int = 384) -> Embedder:
@@ -84,7 +86,8 @@ def dataset_fingerprint(ds: Dataset) -> str:
 
 
 class SampleSource:
-    def __init__(self, ds: Dataset, cfg: ModelConfig, embed: Embedder, track: str = "subtask", split: str | None = None, paraphrases: bool = True):
+    def __init__(self, ds: Dataset, cfg: ModelConfig, embed: Embedder, track: str = "subtask", split: str | None = None,
+                 paraphrases: bool = True, clusters: int = 8, seed: int = 0):
         cfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size, where=f"dataset {ds.root}")
         self.cfg, self.track, self.paraphrases = cfg, track, paraphrases
         ids = ds.episode_ids
@@ -109,15 +112,38 @@ class SampleSource:
         if not self.items:
             raise DataError(f"{ds.root}: no training items")
         self.keys = sorted({it.key for it in self.items})
-        self.by_key = {k: [j for j, it in enumerate(self.items) if it.key == k] for k in self.keys}
         texts = sorted({t for it in self.items for t in it.texts})
         emb = np.asarray(embed(texts), np.float32)
         if emb.shape != (len(texts), cfg.instruction_dim):
             raise ConfigError(f"text embedder returned shape {emb.shape}, the model expects ({len(texts)}, {cfg.instruction_dim})")
         self.embedding = dict(zip(texts, emb))
+        self.labels = self._cluster(clusters, seed)
+        self.sampler_seed = seed
+        self._epoch_len = 1000 * max(1, -(-len(self.items) // 1000))
+        self._order: tuple[int, np.ndarray] | None = None
         # one sight-cone per distinct set of intrinsics; per-frame poses come from cam_poses
         self._cones: dict[str, SightCone] = {}
         self._cone_of = [self._cone_for(ep) for ep in self.episodes]
+
+    def _cluster(self, k: int, seed: int) -> np.ndarray:
+        """(items,) cluster label: k-means over the caption embeddings (wallwm_edge.events.sampler)."""
+        from wallwm_edge.events.sampler import cluster_captions
+
+        class _Enc:  # cluster_captions wants an object with .encode; captions are all embedded already
+            encode = staticmethod(lambda texts: np.stack([self.embedding[t] for t in texts]))
+
+        return cluster_captions([it.texts[0] for it in self.items], _Enc, k=k, seed=seed)
+
+    def _draw(self, position: int) -> int:
+        """Item at this position of the cluster-balanced sequence (epochs of fixed length)."""
+        from wallwm_edge.events.sampler import ClusterBalancedSampler
+
+        epoch, offset = divmod(position, self._epoch_len)
+        if self._order is None or self._order[0] != epoch:
+            sampler = ClusterBalancedSampler(self.labels, num_samples=self._epoch_len, seed=self.sampler_seed)
+            sampler.set_epoch(epoch)
+            self._order = (epoch, sampler.global_order())
+        return int(self._order[1][offset])
 
     def _cone_for(self, ep) -> SightCone:
         sig = repr([(c.name, c.width, c.height, np.round(c.K, 6).tolist(), np.round(c.dist, 8).tolist()) for c in ep.rig.cameras])
@@ -144,12 +170,12 @@ class SampleSource:
         return np.concatenate(out)
 
     # ------------------------------------------------------------------ sampling
-    def plan(self, rng: np.random.Generator, batch: int) -> list[tuple[int, int, int]]:
-        """The global batch's random choices: (item, frame, text index) per row, cluster-balanced."""
+    def plan(self, rng: np.random.Generator, batch: int, position: int = 0) -> list[tuple[int, int, int]]:
+        """The global batch's random choices: (item, frame, text index) per row. Items come from the
+        cluster-balanced sequence at `position` .. `position + batch`; frame and text from `rng`."""
         rows = []
-        for _ in range(batch):
-            members = self.by_key[self.keys[rng.integers(len(self.keys))]]
-            j = members[rng.integers(len(members))]
+        for i in range(batch):
+            j = self._draw(position + i)
             it = self.items[j]
             last = max(it.start + 1, it.end - (0 if self.cfg.mode == "event" else 1))
             t = int(rng.integers(it.start, last))

@@ -52,6 +52,7 @@ class TrainConfig:
     track: str = "subtask"  # event track that defines training events (event mode)
     split: str | None = None  # train only on episodes with this split tag (None: all)
     paraphrases: bool = True
+    clusters: int = 8  # k-means clusters of captions for cluster-balanced sampling
     ae_frames: int = 256  # random frames the patch autoencoder is fitted on
     log_every: int = 10
     ckpt_every: int = 200
@@ -109,7 +110,7 @@ class Trainer:
         if tcfg.batch_size % self.world:
             raise ConfigError(f"batch size {tcfg.batch_size} is not divisible by the {self.world} processes")
         self.tcfg, self.cfg = tcfg, cfg
-        self.source = SampleSource(ds, cfg, embed or default_embedder(), tcfg.track, tcfg.split, tcfg.paraphrases)
+        self.source = SampleSource(ds, cfg, embed or default_embedder(), tcfg.track, tcfg.split, tcfg.paraphrases, tcfg.clusters, tcfg.seed)
         self.dataset_meta = {"name": ds.info.get("name"), "root": str(ds.root), "fingerprint": fingerprint,
                              "episodes": len(self.source.episodes), "items": len(self.source.items)}
         self.rig_json = self.source.episodes[0].rig.to_json()
@@ -141,7 +142,7 @@ class Trainer:
     def global_batch(self) -> tuple[list, dict]:
         """Random choices of the whole global batch (identical on every rank)."""
         B = self.tcfg.batch_size
-        rows = self.source.plan(self.np_rng, B)
+        rows = self.source.plan(self.np_rng, B, position=self.step * B)
         noise = unwrap(self.model).draw_noise(B, self.flow_gen)
         return rows, noise
 
