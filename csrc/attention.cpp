@@ -119,7 +119,7 @@ WALLWM_CLONES void tile(const float* q, const float* k, const float* v, int64_t 
   float* acc = sc.acc.data();
   int32_t* keys = sc.keys.data();
   for (int64_t d = 0; d < D; ++d)
-    for (int r = 0; r < kLanes; ++r) qt[d * kLanes + r] = r < nr ? q[(r0 + r) * D + d] * scale : 0.f;
+    for (int r = 0; r < kLanes; ++r) qt[d * kLanes + r] = r < nr ? q[(r0 + r) * D + d] : 0.f;
   std::fill(acc, acc + kLanes * D, 0.f);
   // Keys to visit: allowed for some row of the tile, inside a block marked for one of the tile's block rows.
   const int64_t b0 = r0 / block, b1 = (r0 + nr - 1) / block;
@@ -149,7 +149,7 @@ WALLWM_CLONES void tile(const float* q, const float* k, const float* v, int64_t 
         const v16 qv = load(qt + d * kLanes);
         for (int t = 0; t < kKeyTile; ++t) s[t] += qv * kr[t][d];
       }
-      for (int t = 0; t < kt; ++t) store(st + (c + t) * kLanes, s[t]);
+      for (int t = 0; t < kt; ++t) store(st + (c + t) * kLanes, s[t] * scale);  // scale after the dot: one rounding less on q
     }
     // Online softmax, one lane per row.
     v16 ok[kChunk];
@@ -185,8 +185,8 @@ WALLWM_CLONES void tile(const float* q, const float* k, const float* v, int64_t 
       accumulate_pv_any(v, ck, nc, st, D, acc);
   }
   for (int64_t r = 0; r < nr; ++r) {
-    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;  // fully masked row -> zeros
-    for (int64_t d = 0; d < D; ++d) out[(r0 + r) * D + d] = acc[r * D + d] * inv;
+    const float lr = l[r];  // fully masked row -> zeros
+    for (int64_t d = 0; d < D; ++d) out[(r0 + r) * D + d] = lr > 0.f ? acc[r * D + d] / lr : 0.f;
   }
 }
 

@@ -333,6 +333,7 @@ void attention_forward(py::handle q_, py::handle k_, py::handle v_, py::handle m
   expect_dtype(q, {DT::f32, DT::f16, DT::bf16});
   if (q.shape.size() != 4) fail("q: expected shape (B, H, N, D), got " + shape_str(q.shape));
   expect_contiguous(q);
+  if (!q.cuda && q.dtype != DT::f32) fail("q: the CPU kernel takes float32, got " + std::string(dt_name(q.dtype)));
   const int64_t B = q.shape[0], H = q.shape[1], N = q.shape[2], D = q.shape[3];
   if (N < 1 || D < 1) fail("q: N and D must be positive, got shape " + shape_str(q.shape));
   const std::initializer_list<DT> same = {q.dtype};
@@ -346,7 +347,6 @@ void attention_forward(py::handle q_, py::handle k_, py::handle v_, py::handle m
   Arr bmask = checked(bmask_, "block_mask", {DT::b1, DT::u8}, {nb, nb}, &q, "ceil(N / block)");
   if (!std::isfinite(scale)) fail("scale: must be finite");
   if (!q.cuda) {
-    if (q.dtype != DT::f32) fail("q: the CPU kernel takes float32, got " + std::string(dt_name(q.dtype)));
     py::gil_scoped_release nogil;
     block_sparse_attention_cpu(q.data<float>(), k.data<float>(), v.data<float>(), B, H, N, D, mask.data<uint8_t>(),
                                bmask.data<uint8_t>(), block, float(scale), out.data<float>());

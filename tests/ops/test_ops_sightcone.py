@@ -75,3 +75,47 @@ def test_bad_arguments_name_the_argument():
         S.block_mask(np.ones((3, 4), bool), 2)
     with pytest.raises(ValueError, match="block"):
         S.block_mask(np.ones((4, 4), bool), 0)
+
+
+@needs_ext
+@pytest.mark.parametrize("workspace,distort,seed", [(None, False, 11), (None, True, 12), (BOX, False, 13), (BOX, True, 14)])
+def test_cpp_kernel_matches_reference(workspace, distort, seed):
+    cams = table_rig(4, 48, seed=seed, distort=distort)
+    ref = S.sightcone_mask(cams, 8, 0.08, 1.8, workspace, use_ext=False)
+    got = S.sightcone_mask(cams, 8, 0.08, 1.8, workspace, use_ext=True)
+    assert got.dtype == bool and got.shape == ref.shape == (144, 144)
+    assert np.array_equal(got, ref), f"{(got != ref).sum()} entries differ"
+
+
+@needs_ext
+def test_cpp_block_mask_matches_numpy():
+    rng = np.random.default_rng(3)
+    for N, b in [(1, 1), (37, 8), (64, 16), (50, 64)]:
+        m = rng.random((N, N)) < 0.1
+        assert np.array_equal(ext.module().block_mask(m, b), S.block_mask(m, b))
+
+
+@needs_ext
+def test_cpp_sightcone_rejects_bad_arrays_naming_them():
+    C = ext.module()
+    K, dist, T, hw = S._pack_rig(table_rig(2, 32))
+    with pytest.raises(ValueError, match="^K"):
+        C.sightcone_mask(K.astype(np.float32), dist, T, hw, 8, 0.1, 2.0)
+    with pytest.raises(ValueError, match="dist"):
+        C.sightcone_mask(K, dist[:1], T, hw, 8, 0.1, 2.0)
+    with pytest.raises(ValueError, match="T_base_cam"):
+        C.sightcone_mask(K, dist, T[:, :, ::-1], hw, 8, 0.1, 2.0)  # non-contiguous
+    with pytest.raises(ValueError, match="hw"):
+        C.sightcone_mask(K, dist, T, hw.astype(np.int32), 8, 0.1, 2.0)
+    with pytest.raises(ValueError, match="patch"):
+        C.sightcone_mask(K, dist, T, hw, 5, 0.1, 2.0)
+    with pytest.raises(ValueError, match="near"):
+        C.sightcone_mask(K, dist, T, hw, 8, -1.0, 2.0)
+    with pytest.raises(ValueError, match="workspace"):
+        C.sightcone_mask(K, dist, T, hw, 8, 0.1, 2.0, np.zeros((2, 3)))
+    bad = T.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="T_base_cam"):
+        C.sightcone_mask(K, dist, bad, hw, 8, 0.1, 2.0)
+    with pytest.raises(ValueError, match="mask"):
+        C.block_mask(np.ones((3, 4), bool), 2)
