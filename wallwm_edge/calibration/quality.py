@@ -119,8 +119,9 @@ def _verdict(q: CameraQuality, cfg: QualityConfig) -> None:
                    "of the image and tilt it 30-45 degrees towards the camera in several views")
     if q.tilt_deg[1] < cfg.min_tilt_deg:
         bad.append(f"the board is always seen nearly frontal (tilt at most {q.tilt_deg[1]:.0f} deg): tilt it 30-45 degrees left, right, up and down")
-    if q.rot_std_deg > cfg.max_rot_std_deg or q.centre_std_mm > cfg.max_centre_std_mm:
-        bad.append(f"pose is uncertain (+-{q.rot_std_deg:.2g} deg, +-{q.centre_std_mm:.2g} mm): add views shared with the other cameras "
+    pose_ratio = max(q.rot_std_deg / cfg.max_rot_std_deg, q.centre_std_mm / cfg.max_centre_std_mm)
+    if pose_ratio > 1:  # 1-2.5x the limit: usable, recapture advised; beyond: not determined
+        (bad if pose_ratio > 2.5 else warn).append(f"pose is uncertain (+-{q.rot_std_deg:.2g} deg, +-{q.centre_std_mm:.2g} mm): add views shared with the other cameras "
                    "or with the arm moving the board")
     if q.coverage < cfg.min_coverage:
         warn.append(f"detections cover {100 * q.coverage:.0f}% of the image: add views with the board in the "

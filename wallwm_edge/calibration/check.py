@@ -1,0 +1,147 @@
+"""`wallwm-edge calibrate check`: from a few new captures, which camera moved, by how much; refine only it.
+
+Intrinsics stay as in the rig (a bump moves a camera, it does not change its lens). For every camera c we
+place the board from the *other* cameras (or from the arm's poses through the gripper-held board), then
+fit c's pose alone; the camera whose removal leaves the others consistent is the one that moved. Repeats
+for a second moved camera. Needs, in each frame, the board seen by at least two unmoved cameras, or arm poses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from wallwm_edge.calibration import se3
+from wallwm_edge.calibration.adjust import AdjustConfig, Problem
+from wallwm_edge.calibration.initial import pnp, propagate, view_refs
+from wallwm_edge.calibration.observations import Session
+from wallwm_edge.calibration.rig import Rig
+from wallwm_edge.errors import DataError
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    rot_tol_deg: float = 0.15  # a camera moved if its pose changed by more than this ...
+    trans_tol_mm: float = 1.5  # ... or this
+    robust_px: float = 1.0
+
+
+@dataclass
+class CameraCheck:
+    name: str
+    moved: bool
+    rot_deg: float  # pose change found (rig -> now)
+    trans_mm: float
+    rms_before_px: float  # median residual with the rig pose
+    rms_after_px: float  # with the refined pose (moved cameras)
+
+
+@dataclass
+class CheckResult:
+    cameras: list[CameraCheck]
+    rig: Rig  # the rig with the moved cameras' poses refined
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def moved(self) -> list[str]:
+        return [c.name for c in self.cameras if c.moved]
+
+
+def _node(cam) -> np.ndarray:
+    return cam.T_flange_cam if cam.mount == "wrist" else cam.T_base_cam
+
+
+def _fit(refs, sessions, cams, init, free_poses, cfg: CheckConfig) -> Problem:
+    """Fit board nodes (+ the poses of `free_poses`) with the given cameras' intrinsics and other poses held."""
+    sub = [r for r in refs if r.view.camera in cams]
+    fixed = {("K", c) for c in cams} | {("pose", c) for c in cams if c not in free_poses}
+    prob = Problem(sub, [s.board.corners() for s in sessions], cams, init, fixed, AdjustConfig())
+    keep = np.ones(len(prob.uv), bool)
+    res = least_squares(prob.residuals, prob.pack(), jac_sparsity=prob.sparsity(keep), loss="soft_l1", f_scale=cfg.robust_px,
+                        x_scale="jac", args=(keep,), tr_solver="lsmr", tr_options=dict(atol=1e-10, btol=1e-10), max_nfev=100)
+    prob.set(res.x)
+    return prob
+
+
+def _median_residual(prob: Problem, cam: str) -> float:
+    i = prob.cameras.index(cam)
+    r = np.linalg.norm(prob.predict(prob.pack()) - prob.uv, axis=1)[prob.obs_cam == i]
+    return float(np.median(r)) if len(r) else float("nan")
+
+
+def check(rig: Rig, sessions: list[Session], cfg: CheckConfig = CheckConfig()) -> CheckResult:
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    t0 = time.perf_counter()
+    cams = [c for c in rig.names if any(s.views_of(c) for s in sessions)]
+    missing = [c for s in sessions for c in s.cameras() if c not in rig.names]
+    if missing:
+        raise DataError(f"cameras {sorted(set(missing))} are in the capture but not in the rig ({rig.names})")
+    if len(cams) < 2 and not any(s.board_mount == "gripper" for s in sessions):
+        raise DataError("check needs the board seen by at least two cameras of the rig, or arm poses with the board in the gripper")
+    refs = [r for r in view_refs(sessions) if r.view.camera in cams]
+    for r in refs:
+        c = rig.camera(r.view.camera)
+        r.T_cam_board = pnp(r.view, sessions[r.session].board.corners(), c.K, c.dist)
+    base = {("K", c): (rig.camera(c).K, rig.camera(c).dist) for c in cams}
+    base.update({("cam", c): _node(rig.camera(c)) for c in cams})
+    with threadpool_limits(1):
+        moved: list[str] = []
+        checks: dict[str, CameraCheck] = {}
+        for _ in range(max(len(cams) - 1, 1)):
+            rest = [c for c in cams if c not in moved]
+            best = None
+            for c in rest:
+                others = [o for o in rest if o != c]
+                init = dict(base)
+                init.update(propagate([r for r in refs if r.view.camera in others], {("cam", o): base[("cam", o)] for o in others}) if others else {})
+                if not all(r.board_node in init for r in refs if r.view.camera == c):
+                    continue  # some of c's frames are not seen by the others: cannot test c alone
+                prob = _fit(refs, sessions, others, init, set(), cfg) if others else None
+                consistency = np.median([_median_residual(prob, o) for o in others]) if prob else 0.0
+                if best is None or consistency < best[1]:
+                    best = (c, consistency, prob)
+            if best is None:
+                raise DataError("no frame is seen by enough cameras to tell which camera moved; capture frames where the board is seen by "
+                                "three or more cameras, or hold it in the gripper with arm poses")
+            c, _, prob = best
+            # c's pose with the board placed by the others
+            init = dict(base)
+            for n, i in prob.board_index.items():
+                init[n] = se3.vec_to_T(prob.board[i])
+            before = Problem([r for r in refs if r.view.camera == c], [s.board.corners() for s in sessions], [c], init, {("K", c), ("pose", c)}, AdjustConfig())
+            rms_before = _median_residual(before, c)
+            # refit c's pose alone, the board held where the others put it
+            solo_fixed = Problem([r for r in refs if r.view.camera == c], [s.board.corners() for s in sessions], [c], init, {("K", c)}, AdjustConfig())
+            solo_fixed.board_free[:] = False
+            keep = np.ones(len(solo_fixed.uv), bool)
+            res = least_squares(solo_fixed.residuals, solo_fixed.pack(), jac_sparsity=solo_fixed.sparsity(keep), loss="soft_l1",
+                                f_scale=cfg.robust_px, x_scale="jac", args=(keep,), tr_solver="lsmr", max_nfev=100)
+            solo_fixed.set(res.x)
+            new = se3.inv(se3.vec_to_T(solo_fixed.pose[0]))
+            rot, tr = se3.pose_error(new, base[("cam", c)])
+            is_moved = rot > cfg.rot_tol_deg or 1000 * tr > cfg.trans_tol_mm
+            checks[c] = CameraCheck(c, is_moved, rot, 1000 * tr, rms_before, _median_residual(solo_fixed, c))
+            if not is_moved:
+                break
+            moved.append(c)
+            base[("cam", c)] = new
+        # the unmoved cameras: their residual against the final boards
+        for c in cams:
+            if c not in checks:
+                checks[c] = CameraCheck(c, False, 0.0, 0.0, float("nan"), float("nan"))
+    cams_out = []
+    for cam in rig.cameras:
+        if cam.name in moved:
+            T = base[("cam", cam.name)]
+            cams_out.append(cam.with_pose(T) if cam.mount == "fixed" else
+                            type(cam)(cam.name, cam.width, cam.height, cam.K, cam.dist, cam.T_base_cam @ se3.inv(cam.T_flange_cam) @ T, "wrist", T))
+        else:
+            cams_out.append(cam)
+    out = Rig(tuple(cams_out), rig.workspace_min, rig.workspace_max)
+    return CheckResult([checks[c] for c in cams], out, time.perf_counter() - t0)
