@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wallwm_edge.bridge.firmware import InProcessFirmware, SimulatedFirmware
-from wallwm_edge.bridge.link import ArmLink, LinkConfig
+from wallwm_edge.bridge.link import ArmLink
 from wallwm_edge.bridge.can_transport import CanTransport
 from wallwm_edge.bridge.transport import open_transport
 from wallwm_edge.errors import LinkError
