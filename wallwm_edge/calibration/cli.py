@@ -1,0 +1,166 @@
+"""`wallwm-edge calibrate run | check | board | synth`.
+
+Light at import time: cv2, scipy and matplotlib are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from wallwm_edge.errors import WallwmError
+
+EXAMPLES = """\
+examples:
+  wallwm-edge calibrate board --board charuco_a4 --out calibration/sheets     printable PNG + PDF
+  wallwm-edge calibrate synth --out /tmp/capture                               a sample capture to try
+  wallwm-edge calibrate run /tmp/capture --out rig.json --report /tmp/report   calibrate, write rig + report
+  wallwm-edge calibrate check rig.json /tmp/recheck --out rig_fixed.json       which camera moved?
+"""
+
+
+class CalibrationInsufficient(WallwmError):
+    """The capture does not determine some camera; the rig is not written unless --force."""
+
+
+def _sessions(args):
+    from wallwm_edge.calibration.board import Board
+    from wallwm_edge.calibration.detect import load_session
+
+    board = Board.load(args.board) if args.board else None
+    wrist = args.wrist.split(",") if args.wrist else None
+    return [load_session(f, board, args.mount, wrist, every=args.every, progress=True) for f in args.captures]
+
+
+def _run(args) -> int:
+    from tqdm import tqdm
+
+    from wallwm_edge.calibration import report
+    from wallwm_edge.calibration.solve import CalibrateConfig, calibrate
+
+    sessions = _sessions(args)
+    n_cams = len({c for s in sessions for c in s.sizes})
+    with tqdm(total=n_cams + 2, desc="calibrate", leave=False) as bar:
+        cal = calibrate(sessions, CalibrateConfig(reference=args.reference), progress=bar.update)
+    html = report.write(cal, args.report)
+    print(cal.verdict)
+    for q in cal.cameras:
+        print(f"  {q.name:12s} {q.status:12s} views {q.n_views:3d}  RMS {q.rms_px:.3f} px  focal +-{q.focal_std_pct:.3f}%  "
+              f"pose +-{q.rot_std_deg:.3f} deg / +-{q.centre_std_mm:.2f} mm")
+        for a in q.advice:
+            print(f"      - {a}")
+    print(f"report: {html}")
+    if not cal.ok and not args.force:
+        raise CalibrationInsufficient(f"rig not written to {args.out}: the capture does not determine {', '.join(q.name for q in cal.cameras if q.status == 'insufficient')} "
+                                      f"(see {html}); recapture, or pass --force to write it anyway")
+    cal.rig.save(args.out)
+    print(f"rig: {args.out} ({'robot base frame' if cal.absolute else f'frame of camera {cal.reference!r}'})")
+    return 0
+
+
+def _check(args) -> int:
+    from wallwm_edge.calibration.check import CheckConfig, check
+    from wallwm_edge.calibration.rig import Rig
+
+    rig = Rig.load(args.rig)
+    sessions = _sessions(args)
+    res = check(rig, sessions, CheckConfig(rot_tol_deg=args.rot_tol, trans_tol_mm=args.trans_tol))
+    for c in res.cameras:
+        if c.rms_before_px != c.rms_before_px:  # nan: consistent with the others, not refitted
+            print(f"  {c.name:12s} ok (consistent with the others)")
+        else:
+            state = "MOVED" if c.moved else "ok"
+            print(f"  {c.name:12s} {state:5s} by {c.rot_deg:.3f} deg, {c.trans_mm:.2f} mm; median residual {c.rms_before_px:.2f} px with the rig pose"
+                  + (f" -> {c.rms_after_px:.2f} px refined" if c.moved else ""))
+    print(f"checked in {res.seconds:.2f} s: " + (f"moved: {', '.join(res.moved)}" if res.moved else "no camera moved"))
+    if res.moved and args.out:
+        res.rig.save(args.out)
+        print(f"rig with the moved camera(s) refined: {args.out}")
+    return 1 if res.moved and not args.out else 0
+
+
+def _board(args) -> int:
+    from wallwm_edge.calibration.board import Board
+
+    board = Board.load(args.board)
+    for p in board.write_sheet(args.out, dpi=args.dpi):
+        print(p)
+    return 0
+
+
+def _synth(args) -> int:
+    from wallwm_edge.calibration import synthetic
+    from wallwm_edge.calibration.board import Board
+
+    cfg = synthetic.SceneConfig(n_cameras=args.cameras, layout=args.layout, board_mount=args.mount or "gripper", n_frames=args.frames, seed=args.seed,
+                                board_distance=(0.3, 0.55), tilt_deg=(20, 55))
+    scene = synthetic.make_scene(cfg, Board.load(args.board or "charuco_a3"))
+    counts = synthetic.write_capture(scene, args.out)
+    scene.rig.save(Path(args.out) / "rig_truth.json")
+    print(f"wrote {sum(counts.values())} images to {args.out} ({counts}); ground truth: {Path(args.out) / 'rig_truth.json'}")
+    return 0
+
+
+def _capture_args(p, with_captures=True):
+    if with_captures:
+        p.add_argument("captures", nargs="+", help="capture folder(s): <camera>/*.png or <camera>.mp4, optional capture.json, arm_poses.json")
+    p.add_argument("--board", help="board file or shipped name (calibration/boards/*.json); default: capture.json's")
+    p.add_argument("--mount", choices=["free", "gripper", "static"], help="how the board is held (default: capture.json's, else free)")
+    p.add_argument("--wrist", help="comma-separated wrist cameras (need arm poses and a static board)")
+    p.add_argument("--every", type=int, default=10, help="for videos: use every N-th frame (default 10)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("calibrate", help="calibrate the rig's cameras (intrinsics + poses), check a rig, print boards",
+                       description="Field calibration of multi-view camera rigs.\n\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = p.add_subparsers(title="actions", metavar="ACTION")
+
+    r = s.add_parser("run", help="calibrate from capture folders; writes the rig file and a report",
+                     description="Detect the board, initialise each camera, adjust everything jointly, write rig + report.\n\n"
+                                 "example:\n  wallwm-edge calibrate run capture/ --board charuco_a4 --mount gripper --out rig.json",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _capture_args(r)
+    r.add_argument("--out", default="rig.json", help="rig file to write (default rig.json)")
+    r.add_argument("--report", default="calibration_report", help="folder for report.html and report.png")
+    r.add_argument("--reference", help="camera defining the frame when no arm pose ties the rig to the base (default: first fixed)")
+    r.add_argument("--force", action="store_true", help="write the rig even when the verdict is INSUFFICIENT")
+    r.set_defaults(func=_run)
+
+    c = s.add_parser("check", help="from a few new captures: which camera moved, by how much; refine only it",
+                     description="Compare new captures with a rig; refine the moved camera(s) only.\n\n"
+                                 "example:\n  wallwm-edge calibrate check rig.json recheck/ --out rig_fixed.json",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("rig", help="the rig file to check")
+    _capture_args(c)
+    c.add_argument("--out", help="write the rig with the moved camera(s) refined here")
+    c.add_argument("--rot-tol", type=float, default=0.15, help="degrees of rotation that count as moved (default 0.15)")
+    c.add_argument("--trans-tol", type=float, default=1.5, help="millimetres that count as moved (default 1.5)")
+    c.set_defaults(func=_check)
+
+    b = s.add_parser("board", help="write a board's printable sheet (PNG + PDF at true size)",
+                     description="example:\n  wallwm-edge calibrate board --board charuco_a4 --out calibration/sheets",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--board", default="charuco_a4", help="board file or shipped name (default charuco_a4)")
+    b.add_argument("--out", default=".", help="output folder")
+    b.add_argument("--dpi", type=int, default=300)
+    b.set_defaults(func=_board)
+
+    y = s.add_parser("synth", help="render a synthetic capture with ground truth (to try the tool)",
+                     description="example:\n  wallwm-edge calibrate synth --out /tmp/capture --cameras 3 --layout none",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    y.add_argument("--out", required=True)
+    y.add_argument("--cameras", type=int, default=3)
+    y.add_argument("--layout", choices=["overlap", "chain", "none"], default="none")
+    y.add_argument("--mount", choices=["free", "gripper"], default="gripper")
+    y.add_argument("--frames", type=int, default=45)
+    y.add_argument("--board", default="charuco_a3")
+    y.add_argument("--seed", type=int, default=0)
+    y.set_defaults(func=_synth)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from wallwm_edge.cli import main
+
+    sys.exit(main(["calibrate", *sys.argv[1:]]))
