@@ -1,0 +1,101 @@
+"""What the closed loop drives: a trained checkpoint, or a reference "policy" that validates the metric.
+
+Every actor answers `act(obs, instruction) -> (chunk (L, A) float32, event_end: bool)`: the actions to
+execute and whether it believes the current event ends with this chunk (event mode's termination head;
+the planner advances on it). `mode` says which instruction it wants: "event" (the next event) or
+"unified" (the whole task).
+
+- CheckpointActor: `wallwm_edge.model.policy.Policy` (torch), checked against the env it will drive.
+- ExpertActor: Meta-World's scripted expert, one step per call; it signals an event's end when the
+  Task Progress tracker has latched one more event, so a perfect policy's run exercises the planner.
+- NoopActor: zero motion, gripper open, never signals (the planner's safety cap moves it along).
+The expert should score ~100 Task Progress and the no-op ~0: tests/eval holds the metric to that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wallwm_edge.errors import ConfigError
+
+
+class NoopActor:
+    mode = "event"
+    views: tuple[str, ...] | None = None
+    name = "noop"
+    needs_images = False  # state-free: the env skips rendering
+
+    def __init__(self, action_dim: int = 4):
+        self.action_dim = action_dim
+
+    def reset(self, env, tracker) -> None:
+        pass
+
+    def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, bool]:
+        a = np.zeros((10, self.action_dim), np.float32)
+        a[:, -1] = -1.0  # gripper open
+        return a, False
+
+
+class ExpertActor:
+    """The scripted expert of the env's task; ignores the instruction (it knows the task)."""
+
+    mode = "event"
+    views: tuple[str, ...] | None = None
+    name = "expert"
+    action_dim = 4
+    needs_images = False  # acts on simulator state: the env skips rendering
+
+    def reset(self, env, tracker) -> None:
+        self.env, self.tracker = env, tracker
+        self._instruction, self._count = None, 0
+
+    def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, bool]:
+        if instruction != self._instruction:  # a new event: remember how many were done when it began
+            self._instruction, self._count = instruction, self.tracker.completed
+        return self.env.expert_action()[None], self.tracker.completed > self._count
+
+
+class CheckpointActor:
+    """A trained WALL-WM checkpoint through the Policy API (event or unified mode, from its config)."""
+
+    name = "checkpoint"
+    needs_images = True
+
+    def __init__(self, path, flow_steps: int | None = None, seed: int = 0):
+        from wallwm_edge.model.policy import Policy
+
+        self.path = str(path)
+        self.policy = Policy.from_checkpoint(path, steps=flow_steps, seed=seed)
+        cfg = self.policy.cfg
+        self.mode = cfg.mode
+        self.views = tuple(cfg.views)
+        self.action_dim = cfg.action_dim
+        self.image_size = tuple(cfg.image_size)
+        self.config = cfg
+
+    def check_env(self, views, action_dim: int, proprio_dim: int, image_size) -> None:
+        """ConfigError naming what differs between this checkpoint and the env it is about to drive."""
+        self.config.check_data(views=tuple(views), action_dim=action_dim, proprio_dim=proprio_dim, image_size=tuple(image_size),
+                               where="the evaluation env")
+
+    def reset(self, env, tracker) -> None:
+        pass
+
+    def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, bool]:
+        out = self.policy.act({"images": obs["images"], "proprio": obs["proprio"], "cam_poses": obs["cam_poses"],
+                               "instruction": instruction})
+        chunk = np.asarray(out["chunk"], np.float32)
+        if chunk.ndim != 2 or chunk.shape[1] != self.action_dim or len(chunk) == 0:
+            raise ConfigError(f"policy returned a chunk of shape {chunk.shape}, expected (L>0, {self.action_dim})")
+        ended = self.mode == "event" and bool(np.asarray(out["end_prob"])[len(chunk) - 1] > 0.5)
+        return chunk, ended
+
+
+def make_actor(spec: str, flow_steps: int | None = None, seed: int = 0):
+    """'expert', 'noop', or a checkpoint path (file or run folder)."""
+    if spec == "expert":
+        return ExpertActor()
+    if spec == "noop":
+        return NoopActor()
+    return CheckpointActor(spec, flow_steps=flow_steps, seed=seed)

@@ -1,0 +1,174 @@
+"""Closed-loop evaluation in Meta-World from the multi-view renders.
+
+    results = evaluate(actor, EvalConfig(splits=("seen", "heldout_task"), episodes=5))
+
+One episode: reset the env at the split's seed, then repeatedly give the actor the current observation
+and an instruction, execute the chunk it returns, and feed every observation to the Task Progress
+tracker. The episode ends at task success, at max_steps, or (event mode) when the planner has run out
+of events: the policy has said it finished the last one.
+
+- Event mode: the planner holds the task's events (from the registry or a plan file) and hands out the
+  next event's text; it advances when the actor signals the event's end, or after `event_cap` steps.
+  A chunk is cut at the cap, so the cap is a hard bound.
+- Unified mode: the task's instruction for the whole episode, fixed-length chunks.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wallwm_edge.errors import ConfigError
+from wallwm_edge.eval.progress import ProgressTracker
+from wallwm_edge.eval.report import EpisodeResult
+from wallwm_edge.eval.splits import SPLITS, Split, make_splits, scene_seed
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    splits: tuple[str, ...] = SPLITS
+    tasks: tuple[str, ...] | None = None  # None: every task of each split
+    episodes: int = 5  # per task and split
+    max_steps: int = 300  # per episode (Meta-World allows 500)
+    event_cap: int = 120  # safety cap, env steps per event (experts' longest subtask here is ~100)
+    views: tuple[str, ...] = ("corner", "topview", "gripperPOV")
+    image_size: tuple[int, int] = (96, 96)
+    jitter_pos_m: float = 0.02  # novel_scene camera jitter
+    jitter_rot_deg: float = 3.0
+    train_seed: int = 0  # the generator seed of the training data (the seen split replays its scenes)
+    seed: int = 0  # instruction paraphrase draws
+    exclude_seeds: frozenset = field(default_factory=frozenset)  # training seeds unseen scenes must avoid
+
+
+def task_catalog():
+    """Every subtask event of the registry as planner texts (caption, paraphrases, held-out)."""
+    from wallwm_edge.events.vocab import TASKS, caption, subtask_keys
+    from wallwm_edge.runtime.planner import EventText
+
+    out = {}
+    for t in TASKS:
+        for k in subtask_keys(t):
+            c = caption(k)
+            out[k] = EventText(k, c.text, c.paraphrases, c.heldout_paraphrases)
+    return out
+
+
+def registry_plans(style: str = "caption", seed: int = 0):
+    """A plan for every task of the event registry: its subtask events in order."""
+    from wallwm_edge.events.vocab import TASKS, subtask_keys
+    from wallwm_edge.runtime.planner import plans_from_tasks
+
+    return plans_from_tasks({t: subtask_keys(t) for t in TASKS}, task_catalog(), style, seed)
+
+
+def task_instruction(task: str, style: str, rng: random.Random) -> str:
+    """Unified mode's instruction: the task-track caption (or one of its held-out paraphrases)."""
+    from wallwm_edge.events.vocab import caption
+
+    c = caption(f"task:{task}")
+    return c.text if style == "caption" else rng.choice(c.heldout_paraphrases)
+
+
+def _step_quiet(env, action) -> dict:
+    """env.step without rendering: frames between chunk starts are never looked at (~7 ms per view saved)."""
+    renderer, env.renderer = env.renderer, None
+    try:
+        return env.step(action)
+    finally:
+        env.renderer = renderer
+
+
+def run_episode(env, actor, task: str, seed: int, split: Split, cfg: EvalConfig, plan=None) -> EpisodeResult:
+    from wallwm_edge.runtime.planner import EventPlanner
+
+    tracker = ProgressTracker(task)
+    obs = env.reset(seed)
+    tracker.update(obs)
+    actor.reset(env, tracker)
+    planner = EventPlanner(plan, max_steps_per_event=cfg.event_cap) if actor.mode == "event" else None
+    instruction = None if planner else task_instruction(task, split.style, random.Random(f"{task}/{seed}/{cfg.seed}"))
+    needs_images = getattr(actor, "needs_images", True)
+    steps = 0
+    while steps < cfg.max_steps and not tracker.success and not (planner and planner.done):
+        chunk, ended = actor.act(obs, planner.instruction if planner else instruction)
+        n = len(chunk)
+        if planner:
+            n = min(n, planner.cap)
+        n = min(n, cfg.max_steps - steps)
+        executed = 0
+        for i in range(n):
+            last = i == n - 1
+            obs = env.step(chunk[i]) if last and needs_images else _step_quiet(env, chunk[i])
+            executed += 1
+            tracker.update(obs)
+            if tracker.success:
+                break
+        steps += executed
+        if planner:
+            planner.update(executed, ended and executed == len(chunk))
+    events = []
+    if planner:
+        for h in planner.history:
+            events.append({"key": h.key, "instruction": h.instruction, "start": h.start, "end": h.end, "reason": h.reason})
+    for i, k in enumerate(tracker.keys):
+        if i < len(events):
+            events[i]["completed_at"] = tracker.completed_at[i]
+        else:
+            events.append({"key": k, "completed_at": tracker.completed_at[i]})
+    return EpisodeResult(split.name, task, int(seed), bool(tracker.success), tracker.completed, tracker.total, steps, events)
+
+
+def evaluate(actor, cfg: EvalConfig, plans=None, progress: bool = True) -> list[EpisodeResult]:
+    """Every (split, task, episode) in a fixed order; returns the episode results."""
+    from tqdm import tqdm
+
+    from wallwm_edge.sim.metaworld_env import ACTION_DIM, PROPRIO_DIM, MetaWorldEnv, SimConfig
+
+    if cfg.episodes < 1:
+        raise ConfigError(f"episodes must be >= 1, got {cfg.episodes}")
+    if actor.action_dim != ACTION_DIM:
+        raise ConfigError(f"the policy's action dim is {actor.action_dim}, the Meta-World env's is {ACTION_DIM} (dx, dy, dz, gripper)")
+    views, image_size = cfg.views, cfg.image_size
+    if getattr(actor, "views", None):
+        views, image_size = actor.views, actor.image_size
+    splits = make_splits(cfg.splits, cfg.tasks)
+    jobs = [(s, t, i) for s in splits for t in s.tasks for i in range(cfg.episodes)]
+    envs: dict = {}
+    results = []
+    bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
+    try:
+        for split, task, i in jobs:
+            key = (task, split.jitter)
+            if key not in envs:
+                jp, jr = (cfg.jitter_pos_m, cfg.jitter_rot_deg) if split.jitter else (0.0, 0.0)
+                env = MetaWorldEnv(SimConfig(task=task, views=tuple(views), image_size=tuple(image_size), max_steps=cfg.max_steps,
+                                             jitter_pos_m=jp, jitter_rot_deg=jr, render=getattr(actor, "needs_images", True)))
+                if hasattr(actor, "check_env"):
+                    actor.check_env(env.config.views, ACTION_DIM, PROPRIO_DIM, env.config.image_size)
+                envs[key] = env
+            seed = scene_seed(split, task, i, cfg.train_seed)
+            if not split.training_scenes and seed in cfg.exclude_seeds:
+                raise ConfigError(f"unseen-scene seed {seed} of {task} #{i} is a training seed; change --train-seed")
+            plan = None
+            if actor.mode == "event":
+                plan = _plan_for(plans, task, split.style, cfg.seed)
+            results.append(run_episode(envs[key], actor, task, seed, split, cfg, plan))
+            r = results[-1]
+            bar.set_postfix_str(f"{split.name} {task} TP={r.progress:.0f} ok={int(r.success)}")
+            bar.update(1)
+    finally:
+        bar.close()
+        for env in envs.values():
+            env.close()
+    return results
+
+
+def _plan_for(plans, task: str, style: str, seed: int):
+    """The task's plan (from a plan file if given, else the registry), in the split's instruction style."""
+    if plans is not None:
+        if task not in plans:
+            raise ConfigError(f"the plan file has no plan for task {task!r}; it has {sorted(plans)}")
+        return plans[task].restyled(task_catalog(), style, seed) if style != "caption" else plans[task]
+    return registry_plans(style, seed)[task]
