@@ -184,6 +184,8 @@ def generate_dataset(out, tasks=DEFAULT_TASKS, episodes_per_task: int = 4, image
                         proprio_dim=PROPRIO_DIM, fps=fps, generator={"name": "metaworld-expert", **asdict(cfg)},
                         exist_ok=exist_ok)
     jobs = [(cfg, str(ds.root), t, i) for t in cfg.tasks for i in range(cfg.episodes_per_task)]
+    if exist_ok:  # resume: episodes already on disk were made from the same seeds, keep them
+        jobs = [j for j in jobs if not (ds.root / "episodes" / f"{j[2]}_s{j[3]:05d}" / "meta.json").is_file()]
     t0 = time.perf_counter()
     results = []
     bar = tqdm(total=len(jobs), desc="generate", unit="ep", disable=not progress)
