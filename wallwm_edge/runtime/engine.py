@@ -9,8 +9,9 @@ Two layers:
   (the default everywhere); on a Jetson or GPU box with onnxruntime-gpu it can use the TensorRT or CUDA
   execution providers (`backend="tensorrt"`), which build and cache the TensorRT engine themselves.
 - `Student`: what the sidecar says about the graph (input names, shapes, views, horizon, caption
-  embeddings, mode) turned into feeds: the sight-cone view mask expanded to the graph's full (S, S)
-  token mask, the instruction looked up in the caption table, fresh Gaussian noise per chunk.
+  embeddings, mode) turned into feeds: the sight-cone view mask (Vn, Vn) (or, for graphs that take
+  the full token mask, its (S, S) expansion), the instruction looked up in the caption table, fresh
+  Gaussian noise per chunk.
 
 The sidecar's `kind` must be "sample" (the whole flow integration inside the graph, what the export
 writes for the student); the graph's outputs carry raw actions (the normalizer is inside the graph).
@@ -28,7 +29,7 @@ import numpy as np
 from wallwm_edge.errors import ConfigError, DataError
 
 PRECISION_ORDER = ("fp32", "int8", "fp16")  # CPU preference when a folder holds several exports
-GRAPH_INPUTS = ("images", "proprio", "instruction", "mask", "noise_video", "noise_action")
+GRAPH_INPUTS = ("images", "proprio", "instruction", "view_mask", "mask", "noise_video", "noise_action")
 
 
 class Engine(ABC):
@@ -187,7 +188,9 @@ class Student:
                 x = np.asarray(proprio, np.float32).reshape(1, -1)
             elif name == "instruction":
                 x = self.embed(instruction)[None]
-            elif name == "mask":
+            elif name == "view_mask":  # the export expands it to the token mask inside the graph
+                x = view_mask[None] if view_mask is not None else np.ones(shape, bool)
+            elif name == "mask":  # older graphs take the full (S, S) token mask
                 x = self.full_mask(view_mask) if view_mask is not None else np.ones(shape, bool)
             else:  # noise_video, noise_action: the flow starts from fresh Gaussian noise every chunk
                 x = self.rng.standard_normal(shape)

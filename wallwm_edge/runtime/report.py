@@ -110,9 +110,9 @@ def caption_frame(images: np.ndarray, lines: list[str], scale: int = 2) -> np.nd
 def write_gif(frames: list[np.ndarray], path: Path, fps: float = 4.0) -> Path | None:
     if not frames:
         return None
-    import imageio.v2 as imageio
+    import imageio.v3 as iio
 
-    imageio.mimsave(path, frames, duration=1.0 / fps, loop=0)
+    iio.imwrite(path, np.stack(frames), duration=int(1000 / fps), loop=0)  # pillow's GIF writer: ms per frame
     return path
 
 

@@ -109,20 +109,23 @@ class LeadEstimate:
     """Points of lead the trigger needs: p99 of the pipeline's latency so far, in control steps, + margin."""
 
     rate_hz: float
+    cap: int  # at most this many points: half the horizon, so every chunk keeps fresh actions to execute
     margin: int = 1
     floor: int = 2
     samples: list = field(default_factory=list)
 
     def add(self, seconds: float) -> None:
         self.samples.append(seconds)
-        del self.samples[:-50]  # recent history: the machine's load changes
+        del self.samples[:-30]  # recent history: the machine's load changes
 
     @property
     def points(self) -> int:
+        """A pipeline slower than `cap` points is not hidden by triggering earlier (that would skip whole
+        chunks as committed): it shows as underruns, which the report counts."""
         if not self.samples:
-            return self.floor + 2
+            return min(self.cap, self.floor + 2)
         p99 = float(np.percentile(self.samples, 99))
-        return max(self.floor, int(np.ceil(p99 * self.rate_hz)) + self.margin)
+        return max(1, min(self.cap, max(self.floor, int(np.ceil(p99 * self.rate_hz)) + self.margin)))
 
 
 def align(n_actions: int, committed: int) -> int:
