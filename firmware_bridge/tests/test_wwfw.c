@@ -255,11 +255,22 @@ static void test_interp_watchdog(void) {
   run_ticks(&t, 100);
   CHECK(fw.last_done == 5 && fabsf(fw.cmd[0] - 0.9f) < 1e-4f, "replacement played: %f", fw.cmd[0]);
 
-  /* full queue: BUFFER_FULL, not consumed */
+  /* full queue: BUFFER_FULL does not consume the sequence number; a bad chunk does */
   {
-    static float big[WWFW_QUEUE_POINTS * 7];
-    CHECK(send_chunk(15, 6, 100, 1.0f, WWFW_START_AFTER, 0, big, 7) == 0, "100 points at 1 Hz");
-    CHECK(send_chunk(16, 7, 30, 50.0f, WWFW_START_AFTER, WWFW_ENC_INT16, big, 0) != 0, "bad chunk refused");
+    static float zeros[30 * 7];
+    uint16_t seq = 15;
+    int k;
+    uint8_t r = 0;
+    for (k = 0; k < 40 && r == 0; k++) {
+      r = send_chunk(seq, (uint16_t)(100 + k), 30, 1.0f, WWFW_START_AFTER, 0, zeros, 7);
+      if (r == 0) seq++;
+    }
+    CHECK(r == WWFW_NACK_BUFFER_FULL && fw.rx_expected == seq, "buffer full after %d chunks, seq kept", k - 1);
+    CHECK(k - 1 == (int)(WWFW_QUEUE_POINTS / 30) || k - 1 == (int)(WWFW_QUEUE_POINTS / 30) - 1, "filled: %d", k - 1);
+    CHECK(fw.c_write - fw.c_read <= WWFW_MAX_CHUNKS, "chunk table bounded");
+    wwfw_hold(&fw, WWFW_F_HOLD);
+    r = send_chunk(seq, 200, 1, 0.0f, WWFW_START_AFTER, 0, zeros, 7);
+    CHECK(r == WWFW_NACK_BAD_CHUNK && fw.rx_expected == seq + 1, "rate 0 refused, seq consumed");
   }
 
   /* watchdog: the last valid frame arrived at time t_last */
@@ -283,11 +294,85 @@ static void test_interp_watchdog(void) {
   drain();
 }
 
+/* fuzz: random mutations of valid framed chunks; only the unmutated ones may ever be queued */
+static int fuzz_queued = 0;
+static void count_queued(void *ctx, const char *line) {
+  (void)ctx;
+  if (strncmp(line, "queued ", 7) == 0) fuzz_queued++;
+}
+static void test_fuzz(void) {
+  wwfw_arm arm;
+  wwfw_serial_rx rx;
+  static uint8_t body[WWFW_MAX_MSG], m[WWFW_MAX_MSG], wire[2 * WWFW_MAX_MSG], noise[64];
+  int it, clean = 0;
+  uint16_t seq = 0;
+  size_t k, n, w;
+  wwfw_default_arm(&arm, 6);
+  fw.log = count_queued;
+  wwfw_init(&fw, &arm, 9);
+  memset(&rx, 0, sizeof rx);
+  connect(77, 0);
+  srand(7);
+  for (it = 0; it < 20000; it++) {
+    float v;
+    uint32_t u;
+    wwfw_wr16(body, (uint16_t)it);
+    wwfw_wr32(body + 2, 0);
+    wwfw_wr16(body + 6, 2);
+    v = 50.0f;
+    memcpy(&u, &v, 4);
+    wwfw_wr32(body + 8, u);
+    body[12] = WWFW_START_REPLACE;
+    body[13] = WWFW_ENC_F32;
+    wwfw_wr32(body + 14, 0);
+    for (k = 0; k < 14; k++) {
+      v = 0.001f * (float)(rand() % 1000);
+      memcpy(&u, &v, 4);
+      wwfw_wr32(body + 18 + 4 * k, u);
+    }
+    n = mk(WWFW_CHUNK_BEGIN, fw.rx_expected, body, 18 + 56, m);
+    w = wwfw_serial_frame(m, n, wire);
+    if (rand() % 4 == 0) {
+      clean++;
+    } else { /* flips, a cut, or garbage: never a queued chunk */
+      int kind = rand() % 3;
+      if (kind == 0) {
+        int f, nf = 1 + rand() % 4;
+        for (f = 0; f < nf; f++) wire[rand() % (w - 1)] ^= (uint8_t)(1u << (rand() % 8));
+      } else if (kind == 1) {
+        w = 1 + (size_t)rand() % (w - 2); /* at least the last data byte is lost */
+        wire[w++] = 0;
+      } else { /* garbage without a delimiter glues onto the frame: rejected; with one, the frame is intact */
+        for (k = 0; k < sizeof noise; k++) noise[k] = (uint8_t)(1 + rand() % 255);
+        wwfw_serial_feed(&fw, &rx, noise, sizeof noise);
+        if (rand() % 2) {
+          wwfw_serial_feed(&fw, &rx, (const uint8_t *)"", 1);
+          clean++;
+        }
+      }
+      if (kind == 0) { /* two flips of the same bit cancel out: then the frame is intact */
+        uint8_t d[WWFW_MAX_MSG + 8];
+        size_t dn = wwfw_cobs_decode(wire, w - 1, d);
+        if (dn == n && memcmp(d, m, n) == 0) clean++;
+      }
+    }
+    wwfw_serial_feed(&fw, &rx, wire, w);
+    wwfw_serial_feed(&fw, &rx, (const uint8_t *)"", 1); /* a delimiter: resynchronise after garbage */
+    drain();
+    wwfw_tick(&fw, (uint32_t)it); /* keeps the watchdog fed by the valid frames, plays the chunks */
+    (void)seq;
+  }
+  CHECK(fuzz_queued == clean, "queued %d chunks, %d sent intact", fuzz_queued, clean);
+  CHECK(fw.crc_errors + fw.frame_errors > 5000, "CRC and framing errors counted: %lu", (unsigned long)(fw.crc_errors + fw.frame_errors));
+  fw.log = NULL;
+}
+
 int main(int argc, char **argv) {
   test_basics();
   test_can();
   test_golden(argc > 1 ? argv[1] : "firmware_bridge/golden/vectors.txt");
   test_interp_watchdog();
+  test_fuzz();
   printf("%s: %d checks, %d failures\n", failures ? "FAILED" : "ok", checks, failures);
   return failures ? 1 : 0;
 }

@@ -14,7 +14,11 @@ def test_c_unit_tests_pass(tmp_path):
     exe = tmp_path / "wwfw_tests"
     cmd = ["cc", *CFLAGS, "-Wextra", "-pedantic", "-Werror", "-I", str(src / "include"), *map(str, sorted(src.glob("src/*.c"))),
            str(src / "tests" / "test_wwfw.c"), "-lm", "-o", str(exe)]
-    subprocess.run(cmd, check=True, timeout=120)
+    # with AddressSanitizer/UBSan where the toolchain has them: the fuzz test then also checks memory safety
+    sanitized = subprocess.run(cmd + ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
+                               capture_output=True, timeout=120)
+    if sanitized.returncode != 0:
+        subprocess.run(cmd, check=True, timeout=120)
     r = subprocess.run([str(exe), str(src / "golden" / "vectors.txt")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout[-3000:]
     assert r.stdout.startswith("ok:")
