@@ -77,6 +77,7 @@ def test_firmware_reset_mid_chunk_resends_it_once(sim):
     t = FaultySerial(SerialTransport(sim.path), FaultRates(), seed=2)
     t.url = sim.port
     link = ArmLink(t, FAST)
+    slow = link.send_chunk(chunk(3, 50), chunk_id=76, rate_hz=5.0)  # 10 s: still queued when the firmware reboots
     big = np.zeros((300, 7))
     big[:, 6] = 0.5
     t.enabled, t.rates = True, FaultRates(drop=1.0)  # from here, everything the host sends is lost...
@@ -94,7 +95,8 @@ def test_firmware_reset_mid_chunk_resends_it_once(sim):
     st = link.wait_state(lambda s: s.last_done == 77 or s.playing == 77, 10)
     assert link.reboots >= 1 and st.boot_id != 0
     ev = sim.events()
-    assert [kv["chunk"] for _, e, kv in ev if e == "queued"] == ["77"], "queued once, after the reboot"
+    assert [kv["chunk"] for _, e, kv in ev if e == "queued"] == ["76", "77"], "each queued once"
+    assert link.lost_on_reboot == [76] and slow.status == "lost", "the host knows what the reboot threw away"
     boots = [i for i, (_, e, _) in enumerate(ev) if e == "boot"]
     assert len(boots) == 2 and any(e == "hello" for _, e, _ in ev[boots[1]:])
     link.close()

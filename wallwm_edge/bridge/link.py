@@ -38,7 +38,8 @@ class LinkConfig:
 
 @dataclass
 class ChunkTicket:
-    """A chunk (or a RESET) on its way: status waiting -> sending -> queued | failed."""
+    """A chunk (or a RESET) on its way: status waiting -> sending -> queued | failed; "lost" when the
+    firmware rebooted after queueing it and before finishing it (ArmLink.lost_on_reboot lists those)."""
 
     chunk_id: int
     event_id: int
@@ -87,6 +88,8 @@ class ArmLink:
         self._next_chunk_id = 0
         self.stats = collections.Counter()
         self.reboots = 0
+        self.lost_on_reboot: list[int] = []  # chunk ids the firmware had queued (acked) but not finished when it rebooted
+        self._unfinished: collections.deque[ChunkTicket] = collections.deque(maxlen=64)  # queued, not yet done
         self.failure: str = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ArmLink({transport.url})", daemon=True)
@@ -295,6 +298,10 @@ class ArmLink:
         """The firmware restarted: what it held is gone. Resend the chunk it was receiving, in a new session."""
         self.reboots += 1
         self.stats["reboots"] += 1
+        while self._unfinished:  # acknowledged, never reported done: gone with the firmware's queue
+            t = self._unfinished.popleft()
+            t.status = "lost"
+            self.lost_on_reboot.append(t.chunk_id)
         if self.arm is not None:
             self.arm = P.ArmInfo(**{**self.arm.__dict__, "boot_id": boot_id})
         requeue = []
@@ -323,6 +330,10 @@ class ArmLink:
             return
         if isinstance(m, P.State):
             self._state = m
+            if m.last_done != 0xFFFF and any(t.chunk_id == m.last_done for t in self._unfinished):
+                while self._unfinished:  # chunks play in queue order: everything up to last_done is done
+                    if self._unfinished.popleft().chunk_id == m.last_done:
+                        break
             if self.arm is not None and m.boot_id != self.arm.boot_id and not self._need_hello:
                 self._rebooted(m.boot_id)
                 return
@@ -361,4 +372,6 @@ class ArmLink:
                 t.status = "queued"
                 t.t_queued = now
                 t.done.set()
+                if t.length:
+                    self._unfinished.append(t)
             self._last_tx = now
