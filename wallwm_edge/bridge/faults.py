@@ -71,3 +71,41 @@ class FaultySerial(Transport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+class FaultyCan(Transport):
+    """Wraps a CanTransport: each outgoing CAN frame may be dropped, sent twice or have a bit flipped
+    (a flip the bus's own CRC would normally catch: here it tests that the message CRC does too)."""
+
+    def __init__(self, inner, drop: float = 0.0, dup: float = 0.0, flip: float = 0.0, seed: int = 0):
+        self.inner, self.rng = inner, random.Random(seed)
+        self.url = inner.url
+        self.rates = {"drop": drop, "dup": dup, "flip": flip}
+        self.counts = {k: 0 for k in self.rates}
+
+    @property
+    def errors(self) -> int:
+        return self.inner.errors
+
+    def _hit(self, name: str) -> bool:
+        if self.rng.random() < self.rates[name]:
+            self.counts[name] += 1
+            return True
+        return False
+
+    def send(self, msg: bytes) -> None:
+        for f in self.inner.frames(msg):
+            if self._hit("drop"):
+                continue
+            if self._hit("flip") and len(f.data):
+                i = self.rng.randrange(len(f.data))
+                f.data[i] ^= 1 << self.rng.randrange(8)
+            self.inner.send_frame(f)
+            if self._hit("dup"):
+                self.inner.send_frame(f)
+
+    def recv(self, timeout: float) -> list[bytes]:
+        return self.inner.recv(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
