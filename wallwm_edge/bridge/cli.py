@@ -60,7 +60,6 @@ def _bridge(args) -> int:
 
 def _fw_sim(args) -> int:
     import os
-    import subprocess
 
     from wallwm_edge.bridge.firmware import find_fw_sim
 
@@ -75,10 +74,9 @@ def _fw_sim(args) -> int:
     cmd += ["--joints", str(args.joints), "--control-rate", str(args.control_rate), "--hold-ms", str(args.hold_ms),
             "--estop-ms", str(args.estop_ms), "--log", args.log]
     print("starting", " ".join(cmd), flush=True)
-    try:
-        return subprocess.call(cmd, env=os.environ)
-    except KeyboardInterrupt:
-        return 0
+    # become the simulator: signals (Ctrl-C, SIGTERM, SIGUSR1 = reboot) then reach it directly
+    os.execv(str(exe), cmd)
+    return 0  # not reached
 
 
 def register(sub) -> None:
