@@ -182,11 +182,12 @@ def check_parity(model: WallWM, kind: str, onnx_path: str | os.PathLike, feeds: 
     return rep
 
 
-def export_graph(model: WallWM, kind: str, path: Path, steps: int, example_batch: int = 2) -> Path:
+def export_graph(model: WallWM, kind: str, path: Path, steps: int, example_batch: int = 2, exporter: str = "dynamo") -> Path:
     graph = SampleGraph(model, steps) if kind == "sample" else StepGraph(model)
     ex = random_feeds(model.cfg, example_batch, seed=12345, kind=kind)
     args = tuple(torch.from_numpy(np.ascontiguousarray(ex[k])) for k in graph.INPUTS)
-    return onnx_export.export_module(graph.eval(), args, path, list(graph.INPUTS), list(graph.OUTPUTS), batch_inputs=graph.INPUTS)
+    return onnx_export.export_module(graph.eval(), args, path, list(graph.INPUTS), list(graph.OUTPUTS), batch_inputs=graph.INPUTS,
+                                     exporter=exporter)
 
 
 def sidecar_info(model: WallWM, header: dict, kind: str, steps: int, precision: str, captions: dict[str, np.ndarray],
@@ -261,7 +262,7 @@ def gate_feeds_for(cfg, kind: str, source, samples: int, batch: int, seed: int) 
 def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, name: str = "student",
                       graphs: tuple[str, ...] = ("sample", "step"), steps: int | None = None, source=None, embed=None,
                       text_encoder: str = "minilm", precisions: tuple[str, ...] = ("fp32",), gate_samples: int = 16,
-                      batch: int = 4, calib_samples: int = 64, seed: int = 0, progress: bool = True) -> dict:
+                      batch: int = 4, calib_samples: int = 64, seed: int = 0, progress: bool = True, exporter: str = "dynamo") -> dict:
     """Export, gate and (optionally) quantize every graph of a checkpoint; writes OUT/NAME.export.json.
 
     `source` (a train.samples.SampleSource on the checkpoint's dataset) gives calibration and gate
@@ -284,14 +285,14 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     captions = caption_table(source, embed, cfg)
-    report = {"checkpoint": str(checkpoint), "preset": cfg.name, "steps": steps, "text_encoder": text_encoder, "graphs": {}}
+    report = {"checkpoint": str(checkpoint), "preset": cfg.name, "steps": steps, "text_encoder": text_encoder, "exporter": exporter, "graphs": {}}
     stages = [(g, p) for g in graphs for p in ("fp32", *[q for q in precisions if q != "fp32"])]
     bar = tqdm(total=len(stages), desc=f"export {name}", disable=not progress, dynamic_ncols=True)
     try:
         for kind in graphs:
             path = out_dir / f"{name}.{kind}.onnx"
             bar.set_postfix_str(f"{kind} fp32: torch.onnx.export")
-            export_graph(model, kind, path, steps)
+            export_graph(model, kind, path, steps, exporter=exporter)
             gate_feeds = gate_feeds_for(cfg, kind, source, gate_samples, batch, seed + 100)
             rep = check_parity(model, kind, path, gate_feeds, steps, "fp32")
             gate_or_remove(rep, path)
