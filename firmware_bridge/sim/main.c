@@ -179,7 +179,8 @@ static void usage(void) {
           "  --can-tx-base ID      identifier block the firmware sends on (default 0x140)\n"
           "  --log PATH            append chunk events (queued/start/done/hold/estop...) to PATH, '-' = stderr\n"
           "  --boot-id N           first boot id (default: from the clock)\n"
-          "  --tau S               joint time constant of the simulated arm (default 0.02)\n");
+          "  --tau S               joint time constant of the simulated arm (default 0.02)\n"
+          "  --exit-with-parent    exit when the process that started us exits (test harnesses)\n");
 }
 
 int main(int argc, char **argv) {
@@ -187,9 +188,10 @@ int main(int argc, char **argv) {
   wwfw_arm arm;
   link_t l;
   const char *device = NULL, *can_if = NULL, *log_path = NULL;
-  int use_pty = 0, joints = 6, control = 500, feedback = 50, hold = 250, estop = 1000, i, slave_keep = -1;
+  int use_pty = 0, exit_with_parent = 0, joints = 6, control = 500, feedback = 50, hold = 250, estop = 1000, i, slave_keep = -1;
   unsigned long boot_id = 0;
   float tau = 0.02f;
+  pid_t parent = getppid();
   uint32_t next_tick, period_us;
   memset(&l, 0, sizeof l);
   l.rx_base = 0x100;
@@ -198,6 +200,7 @@ int main(int argc, char **argv) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define OPT(name) (strcmp(a, name) == 0 && v && (i++, 1))
     if (strcmp(a, "--pty") == 0) use_pty = 1;
+    else if (strcmp(a, "--exit-with-parent") == 0) exit_with_parent = 1;
     else if (strcmp(a, "--fd") == 0) l.canfd = 1;
     else if (OPT("--device")) device = v;
     else if (OPT("--can")) can_if = v;
@@ -297,6 +300,7 @@ int main(int argc, char **argv) {
       t_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
       wait_ms = next_us > t_us ? (int)((next_us - t_us + 999u) / 1000u) : 0;
       if (poll(&pf, 1, wait_ms) > 0) receive(&fw, &l);
+      if (exit_with_parent && getppid() != parent) break; /* orphaned: nobody will stop us */
       if (g_reboot) {
         float pos[WWFW_MAX_COLS];
         g_reboot = 0;

@@ -91,7 +91,7 @@ class SimulatedFirmware:
         self.log = Path(log)
         cmd = [str(self.exe), "--pty", "--joints", str(joints), "--control-rate", str(control_rate),
                "--feedback-rate", str(feedback_rate), "--hold-ms", str(hold_ms), "--estop-ms", str(estop_ms),
-               "--log", str(self.log), *(extra or [])]
+               "--log", str(self.log), "--exit-with-parent", *(extra or [])]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("PTY "):
