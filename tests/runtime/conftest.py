@@ -9,11 +9,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_helpers import shipped_student  # noqa: E402
 
 @pytest.fixture(scope="session")
-def tiny_student(tmp_path_factory) -> Path:
-    """A tiny-preset student exported through the export package (see runtime_student.py)."""
-    from runtime_student import export_tiny_student
+def tiny_student() -> Path:
+    """A tiny-preset student exported through the export package (see runtime_student.py).
 
-    return export_tiny_student(tmp_path_factory.mktemp("tiny-student")).parent
+    The export takes 30-60 s on a loaded 2-core machine, so it is cached under ~/.cache keyed by the hash
+    of every source file that shapes it: any change to the model or the exporter exports afresh."""
+    from runtime_student import cached_tiny_student
+
+    return cached_tiny_student()
 
 
 @pytest.fixture(scope="session")

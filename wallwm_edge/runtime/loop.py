@@ -143,6 +143,13 @@ class Runtime:
                               "or distill and export a unified student (preset with mode=unified)")
         if not cfg.unified and st.mode == "unified":
             raise ConfigError(f"{st.name} is a unified-mode student: run it with --unified (it takes the task instruction)")
+        self.planner = self._planner()  # plan and captions are checked before anything moves
+        self.instruction_fixed = None
+        if cfg.unified:
+            from wallwm_edge.events.vocab import caption
+
+            self.instruction_fixed = caption(f"task:{cfg.task}").text
+            st.embed(self.instruction_fixed)
         rig = None
         if cfg.source == "sim":
             from wallwm_edge.runtime.actuation import SimWorld
@@ -157,13 +164,6 @@ class Runtime:
             raise ConfigError(f"camera source {cfg.source!r} needs a rig file (--rig rig.json from `wallwm-edge calibrate`)")
         self.source = make_source(cfg.source, st.views, st.image_size, env=self.world.env if self.world else None)
         self.masks = MaskProvider(rig, st.views, st.patch, st.near, st.far, st.image_size)
-        self.planner = self._planner()
-        self.instruction_fixed = None
-        if cfg.unified:
-            from wallwm_edge.events.vocab import caption
-
-            self.instruction_fixed = caption(f"task:{cfg.task}").text
-            st.embed(self.instruction_fixed)
         self.arm = ArmSession(cfg.port or None, fw_log=self.out / "fw.log", on_event=self._link_event)
         self.worker = InferenceWorker(st, self.masks)
         self.lead = LeadEstimate(cfg.rate_hz, cap=max(1, st.horizon // 2))
