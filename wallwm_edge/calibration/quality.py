@@ -21,7 +21,7 @@ REGIONS = [["top-left", "top", "top-right"], ["left", "centre", "right"], ["bott
 @dataclass(frozen=True)
 class QualityConfig:
     max_focal_std_pct: float = 0.2  # 1-sigma focal uncertainty above this: intrinsics not determined
-    min_tilt_deg: float = 20.0  # the board must be seen tilted at least this much in some view
+    min_perspective: float = 0.1  # some view must show the board with >= 10% depth change across it (tilted, close)
     min_coverage: float = 0.5  # fraction of GRID cells with detections
     max_rot_std_deg: float = 0.1
     max_centre_std_mm: float = 1.0
@@ -39,12 +39,25 @@ class CameraQuality:
     view_rms: list[tuple[str, float]]  # (image, RMS px), capture order
     coverage: float
     empty_regions: list[str]
-    tilt_deg: tuple[float, float]  # (min, max) over views
+    perspective: float  # largest relative depth change across the board over the views (from detections alone)
     focal_std_pct: float
     rot_std_deg: float
     centre_std_mm: float
     status: str = "good"  # good | recapture | insufficient
     advice: list[str] = field(default_factory=list)
+
+
+def perspective(X: np.ndarray, uv: np.ndarray) -> float:
+    """Relative depth change across the board in one view, (max w - min w) / mean w of the plane-to-image
+    homography's projective depths w. It needs no intrinsics, so it also judges captures whose fit failed:
+    a board seen far and frontal has w nearly constant and then focal length and distance trade off."""
+    import cv2
+
+    H, _ = cv2.findHomography(X[:, :2], uv, 0)
+    if H is None:
+        return 0.0
+    w = np.concatenate([X[:, :2], np.ones((len(X), 1))], 1) @ H[2]
+    return float((w.max() - w.min()) / abs(w.mean()))
 
 
 def coverage(uv: np.ndarray, size: tuple[int, int]) -> tuple[float, list[str]]:
@@ -83,7 +96,6 @@ def assess(cal, cfg: QualityConfig = QualityConfig()) -> list[CameraQuality]:
     intr_col[prob.intr_free] = np.arange(n_intr)
     pose_col = np.full(prob.pose_free.shape, -1)
     pose_col[prob.pose_free] = n_intr + np.arange(prob.pose_free.sum())
-    T_views = prob.view_T(prob.pose, prob.board)
     for i, name in enumerate(prob.cameras):
         obs = prob.obs_cam == i
         inl = obs & res.inlier
@@ -94,10 +106,11 @@ def assess(cal, cfg: QualityConfig = QualityConfig()) -> list[CameraQuality]:
         for v in vidx:
             m = (prob.obs_view == v) & res.inlier
             view_rms.append((prob.refs[v].view.source, float(np.sqrt(np.mean(r[m] ** 2))) if m.any() else float("inf")))
-        tilt = [np.degrees(np.arccos(min(1.0, abs(T_views[v][2, 2])))) for v in vidx]
+        persp = max(perspective(cal.boards[prob.refs[v].session][prob.refs[v].view.ids], prob.refs[v].view.uv) for v in vidx)
         cov_frac, empty = coverage(prob.uv[obs], cal.sizes[name])
         fcol = intr_col[i, 0]
-        f_std = 100 * np.sqrt(res.cov[fcol, fcol]) / prob.intr[i, 0] if fcol >= 0 else 0.0
+        f = prob.intr[i, 0]
+        f_std = (100 * np.sqrt(max(res.cov[fcol, fcol], 0.0)) / f if f > 0 else float("inf")) if fcol >= 0 else 0.0
         pc = pose_col[i]
         if pc[0] >= 0:
             c6 = res.cov[np.ix_(pc, pc)]
@@ -106,7 +119,7 @@ def assess(cal, cfg: QualityConfig = QualityConfig()) -> list[CameraQuality]:
         else:
             rot_std = centre_std = 0.0  # held fixed (the reference camera defines the frame)
         q = CameraQuality(name, len(vidx), int(obs.sum()), int((obs & ~res.inlier).sum()), rms, view_rms, cov_frac, empty,
-                          (float(min(tilt)), float(max(tilt))), float(f_std), rot_std, centre_std)
+                          persp, float(f_std), rot_std, centre_std)
         _verdict(q, cfg)
         out.append(q)
     return out
@@ -115,10 +128,11 @@ def assess(cal, cfg: QualityConfig = QualityConfig()) -> list[CameraQuality]:
 def _verdict(q: CameraQuality, cfg: QualityConfig) -> None:
     bad, warn = [], []
     if not np.isfinite(q.focal_std_pct) or q.focal_std_pct > cfg.max_focal_std_pct:
-        bad.append(f"focal length is not determined (+-{q.focal_std_pct:.2g}% at 1 sigma): bring the board closer so it fills a third "
+        bad.append(f"focal length is not determined (+-{q.focal_std_pct:.2g}% at 1 sigma, if at all): bring the board closer so it fills a third "
                    "of the image and tilt it 30-45 degrees towards the camera in several views")
-    if q.tilt_deg[1] < cfg.min_tilt_deg:
-        bad.append(f"the board is always seen nearly frontal (tilt at most {q.tilt_deg[1]:.0f} deg): tilt it 30-45 degrees left, right, up and down")
+    if q.perspective < cfg.min_perspective:
+        bad.append(f"the board is always seen far or nearly frontal (depth varies by at most {100 * q.perspective:.0f}% across it): "
+                   "bring it closer and tilt it 30-45 degrees left, right, up and down")
     pose_ratio = max(q.rot_std_deg / cfg.max_rot_std_deg, q.centre_std_mm / cfg.max_centre_std_mm)
     if pose_ratio > 1:  # 1-2.5x the limit: usable, recapture advised; beyond: not determined
         (bad if pose_ratio > 2.5 else warn).append(f"pose is uncertain (+-{q.rot_std_deg:.2g} deg, +-{q.centre_std_mm:.2g} mm): add views shared with the other cameras "

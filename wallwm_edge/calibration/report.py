@@ -91,7 +91,7 @@ def write(cal, out_dir: str | Path, title: str = "wallwm-edge calibration") -> P
         rows.append(
             f"<tr><td>{html.escape(q.name)}</td><td style='color:{STATUS_COLOUR[q.status]}'><b>{q.status}</b></td><td>{q.n_views}</td>"
             f"<td>{q.n_points}</td><td>{q.n_outliers}</td><td>{q.rms_px:.3f}</td><td>{100 * q.coverage:.0f}%</td>"
-            f"<td>{q.tilt_deg[0]:.0f}-{q.tilt_deg[1]:.0f}</td><td>{c.K[0, 0]:.1f} &plusmn; {q.focal_std_pct:.2f}%</td>"
+            f"<td>{100 * q.perspective:.0f}%</td><td>{c.K[0, 0]:.1f} &plusmn; {q.focal_std_pct:.2f}%</td>"
             f"<td>{q.rot_std_deg:.3f}</td><td>{q.centre_std_mm:.2f}</td></tr>"
         )
     advice = "".join(
@@ -106,7 +106,7 @@ td:first-child{{text-align:left}}</style></head><body>
 <h3>What to do</h3><ul>{advice}</ul>
 <h3>Cameras</h3>
 <table><tr><th>camera</th><th>status</th><th>views</th><th>corners</th><th>outliers</th><th>RMS px</th><th>coverage</th>
-<th>tilt deg</th><th>focal px (1&sigma;)</th><th>rotation &plusmn;deg</th><th>centre &plusmn;mm</th></tr>
+<th>perspective</th><th>focal px (1&sigma;)</th><th>rotation &plusmn;deg</th><th>centre &plusmn;mm</th></tr>
 {''.join(rows)}</table>
 <h3>Residuals, coverage and per-view RMS</h3><img src="{png.name}" style="max-width:100%">
 </body></html>

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from wallwm_edge.calibration import se3
 from wallwm_edge.calibration.adjust import AdjustConfig, AdjustResult, Problem, adjust
 from wallwm_edge.calibration.initial import check_counts, intrinsics, pnp, propagate, seed, view_refs
 from wallwm_edge.calibration.observations import Session
-from wallwm_edge.calibration.quality import CameraQuality, QualityConfig, assess
+from wallwm_edge.calibration.quality import CameraQuality, QualityConfig, assess, perspective
 from wallwm_edge.calibration.rig import Camera, Rig
 from wallwm_edge.errors import DataError
 
@@ -36,6 +36,7 @@ class Calibration:
     problem: Problem
     result: AdjustResult
     cameras: list[CameraQuality]
+    boards: list[np.ndarray]  # per session, board corners (M, 3)
 
     @property
     def ok(self) -> bool:
@@ -104,10 +105,17 @@ def calibrate(sessions: list[Session], cfg: CalibrateConfig = CalibrateConfig(),
     known = propagate(refs, known)
     init.update({k: v for k, v in known.items()})
     hold = set(fixed) | (set() if absolute else {("pose", reference)})
-    problem = Problem(refs, [s.board.corners() for s in sessions], cameras, init, hold, cfg.adjust)
-    result = adjust(problem, cfg.adjust, progress=progress)
+    adjust_cfg = cfg.adjust
+    boards = [s.board.corners() for s in sessions]
+    persp = {c: max(perspective(boards[r.session][r.view.ids], r.view.uv) for r in refs if r.view.camera == c) for c in need_K}
+    if persp and min(persp.values()) < cfg.quality.min_perspective:
+        # a camera only ever saw the board frontal: its focal length is unobservable and the adjustment would
+        # wander along that valley for hundreds of iterations; a short run is enough to report it
+        adjust_cfg = replace(adjust_cfg, max_nfev=min(adjust_cfg.max_nfev, 15))
+    problem = Problem(refs, boards, cameras, init, hold, adjust_cfg)
+    result = adjust(problem, adjust_cfg, progress=progress)
     rig = _rig(problem, sessions, sizes, wrist, prior)
-    cal = Calibration(rig, absolute, None if absolute else reference, sizes, problem, result, [])
+    cal = Calibration(rig, absolute, None if absolute else reference, sizes, problem, result, [], boards)
     cal.cameras = assess(cal, cfg.quality)
     return cal
 
