@@ -17,6 +17,7 @@ import ast
 import contextlib
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -119,14 +120,17 @@ def nodes_under(model, prefixes: tuple[str, ...]) -> list[str]:
     """Names of the nodes exported from any module whose path equals or starts with one of `prefixes`.
 
     A prefix matches whole path components anywhere in the path: "action_out" matches "action_out",
-    "action_out.0" and "heads.action_out", not "action_outline".
+    "action_out.0", "heads.action_out" and (legacy exporter, repeated calls) "action_out_1", not
+    "action_outline".
     """
     out = []
     for node in model.graph.node:
         mp = module_path_of(node)
         if not mp or not node.name:
             continue
-        if any(("." + p + ".") in ("." + mp + ".") for p in prefixes):
+        comps = mp.split(".")
+        # the legacy exporter names the 2nd, 3rd call of a module "action_out_1", "action_out_2"
+        if any(c == p or re.fullmatch(re.escape(p) + r"_\d+", c) for p in prefixes for c in comps):
             out.append(node.name)
     return out
 

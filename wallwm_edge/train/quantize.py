@@ -117,10 +117,41 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: I
     finally:
         root.setLevel(level)
     q = onnx.load(str(dst))
+    _float_inputs(q, set(excluded))
+    onnx.save(q, str(dst))
     quantized = sum(1 for n in q.graph.node if n.op_type == "DequantizeLinear")
     if quantized == 0:
         raise ConfigError(f"{dst}: quantization inserted no int8 nodes (are there MatMul/Gemm ops outside the action boundary?)")
     return {"excluded_nodes": excluded, "dequantize_nodes": quantized, "calibration_batches": len(feeds)}
+
+
+def _float_inputs(model, kept: set[str]) -> None:
+    """Give the kept nodes their float inputs back.
+
+    onnxruntime quantizes an activation once for all its consumers, so a kept node that shares an
+    input with a quantized one reads the fake-quantized (DequantizeLinear) copy: the action boundary
+    would see int8 rounding after all. Rewire such inputs to the QuantizeLinear's float input and drop
+    Q/DQ nodes nobody reads any more.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.name not in kept:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":  # an activation (weights have no Q node)
+                node.input[i] = q.input[0]
+    outputs = {o.name for o in model.graph.output}
+    while True:  # prune dead Q/DQ chains
+        used = {i for n in model.graph.node for i in n.input} | outputs
+        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
 
 
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, keep: tuple[str, ...] = ACTION_BOUNDARY) -> dict:

@@ -1,0 +1,124 @@
+"""Quantization of the real model (tiny preset): int8 QDQ calibrated on dataset batches and float16, both
+run in real onnxruntime, both gated; the action boundary stays float; a perturbed model fails its gate."""
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from wallwm_edge.cli import main
+from wallwm_edge.errors import ConfigError
+from wallwm_edge.export import onnx_export, parity
+from wallwm_edge.export import student as st
+from wallwm_edge.export.sidecar import read_sidecar
+from wallwm_edge.model.checkpoint import save_model
+from wallwm_edge.model.denoiser import WallWM
+from wallwm_edge.model.presets import resolve
+from wallwm_edge.train.quantize import quantize_variants, variant_path
+from wallwm_edge.train.samples import SampleSource, hash_embedder
+
+VIEWS = ("corner", "top", "gripper")
+
+
+@pytest.fixture(scope="module")
+def exported(synthetic_dataset, tmp_path_factory):
+    """A tiny checkpoint on the synthetic dataset (non-zero weights, fitted normalizers), exported and
+    quantized with `wallwm-edge export ... --precisions fp32,fp16,int8`."""
+    from wallwm_edge.data.dataset import Dataset
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = resolve("tiny", views=VIEWS, image_size=(32, 32), action_dim=4, proprio_dim=4)
+    model = WallWM(cfg)
+    source = SampleSource(Dataset.open(synthetic_dataset), cfg, hash_embedder(), "subtask", None, False)
+    acts, prop = source.action_proprio_arrays()
+    model.action_norm.fit(acts)
+    model.proprio_norm.fit(prop)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.1)
+    d = tmp_path_factory.mktemp("quant")
+    save_model(d / "model.safetensors", model, {"step": 0, "rig": source.episodes[0].rig.to_json()})
+    rc = main(["export", str(d), "--out", str(d / "onnx"), "--data", str(synthetic_dataset), "--graphs", "sample",
+               "--precisions", "fp32,fp16,int8", "--exporter", "torchscript", "--text-encoder", "hash",
+               "--gate-samples", "8", "--calib-samples", "16"])
+    assert rc == 0
+    return model.eval(), d, d / "onnx" / "student.sample.onnx", source
+
+
+def test_every_variant_written_gated_and_smaller(exported):
+    model, _, fp32, _ = exported
+    sizes = {}
+    for precision in ("fp32", "fp16", "int8"):
+        path = variant_path(fp32, precision)
+        rec = read_sidecar(path)
+        assert rec["precision"] == precision and rec["kind"] == "sample" and rec["text_encoder"] == "hash"
+        assert all(r["passed"] for r in rec["parity"])
+        assert rec["captions"] and len(next(iter(rec["captions"].values()))) == 384
+        sizes[precision] = path.stat().st_size
+    assert sizes["int8"] < sizes["fp32"] and sizes["fp16"] < sizes["fp32"]
+
+
+def test_int8_runs_in_onnxruntime_within_its_gate_on_fresh_dataset_inputs(exported):
+    model, _, fp32, source = exported
+    int8 = variant_path(fp32, "int8")
+    feeds = st.dataset_feeds(model.cfg, source, 8, 4, seed=999, kind="sample")  # not the calibration seed
+    rep = parity.enforce(st.check_parity(model, "sample", int8, feeds, 2, "int8"))
+    assert rep.cosine >= 0.98 and rep.nonfinite == 0
+    out = onnx_export.run(onnx_export.session(int8), feeds[0])
+    assert out["actions"].shape == (4, model.cfg.horizon, 4) and np.isfinite(out["end_prob"]).all()
+
+
+def test_action_boundary_stays_float_in_int8(exported):
+    _, _, fp32, _ = exported
+    g = onnx.load(str(variant_path(fp32, "int8")))
+    produced_by = {o: n for n in g.graph.node for o in n.output}
+    quantized_inputs = lambda n: [i for i in n.input if i in produced_by and produced_by[i].op_type == "DequantizeLinear"]  # noqa: E731
+    boundary = set(onnx_export.nodes_under(g, st.ACTION_BOUNDARY))
+    matmuls = [n for n in g.graph.node if n.op_type in ("MatMul", "Gemm")]
+    assert any(quantized_inputs(n) for n in matmuls if n.name not in boundary)  # the trunk is int8
+    for n in matmuls:
+        if n.name in boundary:
+            assert not quantized_inputs(n), f"{n.name} at the action boundary was quantized"
+
+
+def test_quantize_cli_reports_size_and_accuracy(exported, synthetic_dataset, capsys):
+    _, d, fp32, _ = exported
+    rc = main(["quantize", str(d), "--onnx", str(fp32), "--data", str(synthetic_dataset), "--precisions", "int8",
+               "--calib-samples", "8", "--gate-samples", "8"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "int8" in out and "size MB" in out and "student.sample.int8.onnx" in out
+    rc = main(["quantize", str(d), "--onnx", str(fp32), "--data", str(synthetic_dataset), "--keep", "no_such_module"])
+    assert rc == 2 and "none of the action-boundary modules ['no_such_module']" in capsys.readouterr().err
+
+
+def test_int8_gate_fails_and_removes_the_file_for_a_perturbed_model(exported, tmp_path):
+    model, _, fp32, source = exported
+    bad = copy.deepcopy(model)
+    with torch.no_grad():
+        bad.action_out.bias.add_(3.0)  # every action shifted: the exported file no longer matches it
+    work = tmp_path / "student.sample.onnx"
+    work.write_bytes(fp32.read_bytes())
+    (tmp_path / "student.sample.json").write_text(fp32.with_suffix(".json").read_text().replace(fp32.name, work.name))
+    import json
+
+    rec = json.loads((tmp_path / "student.sample.json").read_text())
+    from wallwm_edge.export.sidecar import file_sha256
+
+    rec["sha256"] = file_sha256(work)
+    (tmp_path / "student.sample.json").write_text(json.dumps(rec))
+    calib = st.dataset_feeds(model.cfg, source, 8, 4, seed=5, kind="sample")
+    gate = st.dataset_feeds(model.cfg, source, 8, 4, seed=6, kind="sample")
+    with pytest.raises(parity.ParityError, match=r"\[int8\]"):
+        quantize_variants(bad, {}, work, ("int8",), calib, gate)
+    assert not variant_path(work, "int8").exists()
+
+
+def test_int8_without_dataset_is_refused(exported, tmp_path):
+    _, d, _, _ = exported
+    with pytest.raises(ConfigError, match="int8 needs calibration batches from the dataset"):
+        st.export_checkpoint(d, tmp_path, precisions=("fp32", "int8"), progress=False)
