@@ -1,6 +1,6 @@
 // wallwm_edge._C: the Python surface of the kernels and EVERY input check (the kernels trust their inputs).
 //
-// Arrays come in without torch:
+// Arrays come in without torch (tried in this order):
 //   - CPU: the buffer protocol (numpy, memoryview, ...) or DLPack (torch CPU tensors, numpy >= 1.22);
 //   - CUDA: __cuda_array_interface__ (CuPy, torch, Numba) or DLPack (torch / CuPy, also bfloat16).
 // Whatever is wrong (dtype, shape, strides, device, read-only output) raises ValueError naming the
@@ -12,6 +12,9 @@
 
 #include <cmath>
 #include <cstring>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <memory>
 #include <sstream>
 #include <string>
@@ -132,24 +135,6 @@ Arr parse(py::handle obj, const std::string& name) {
   Arr a;
   a.name = name;
   if (obj.is_none()) fail(name + ": expected an array, got None");
-  if (py::hasattr(obj, "__cuda_array_interface__")) {
-    py::dict cai = obj.attr("__cuda_array_interface__");
-    a.cuda = true;
-    for (auto s : cai["shape"].cast<py::tuple>()) a.shape.push_back(s.cast<int64_t>());
-    a.dtype = from_typestr(cai["typestr"].cast<std::string>());
-    auto data = cai["data"].cast<py::tuple>();
-    a.ptr = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
-    a.readonly = data[1].cast<bool>();
-    if (cai.contains("strides") && !cai["strides"].is_none())
-      for (auto s : cai["strides"].cast<py::tuple>()) a.strides.push_back(s.cast<int64_t>());
-    if (a.strides.empty()) {
-      a.strides.assign(a.shape.size(), 0);
-      int64_t st = a.itemsize();
-      for (int i = int(a.shape.size()) - 1; i >= 0; --i) { a.strides[i] = st; st *= a.shape[i]; }
-    }
-    a.keep = py::reinterpret_borrow<py::object>(obj);
-    return a;
-  }
   if (PyObject_CheckBuffer(obj.ptr())) {
     py::buffer buf = py::reinterpret_borrow<py::buffer>(obj);
     py::buffer_info info;
@@ -164,6 +149,31 @@ Arr parse(py::handle obj, const std::string& name) {
     a.shape.assign(info.shape.begin(), info.shape.end());
     a.strides.assign(info.strides.begin(), info.strides.end());
     a.info = std::make_shared<py::buffer_info>(std::move(info));
+    a.keep = py::reinterpret_borrow<py::object>(obj);
+    return a;
+  }
+  // CPU arrays without the buffer protocol (torch CPU tensors) go through DLPack: asking them for
+  // __cuda_array_interface__ costs a raised AttributeError on every call.
+  bool dl_cpu = false;
+  if (py::hasattr(obj, "__dlpack_device__")) {
+    py::tuple dev = obj.attr("__dlpack_device__")();
+    dl_cpu = dev.size() == 2 && dev[0].cast<int>() == kDLCPU;
+  }
+  if (!dl_cpu && py::hasattr(obj, "__cuda_array_interface__")) {
+    py::dict cai = obj.attr("__cuda_array_interface__");
+    a.cuda = true;
+    for (auto s : cai["shape"].cast<py::tuple>()) a.shape.push_back(s.cast<int64_t>());
+    a.dtype = from_typestr(cai["typestr"].cast<std::string>());
+    auto data = cai["data"].cast<py::tuple>();
+    a.ptr = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
+    a.readonly = data[1].cast<bool>();
+    if (cai.contains("strides") && !cai["strides"].is_none())
+      for (auto s : cai["strides"].cast<py::tuple>()) a.strides.push_back(s.cast<int64_t>());
+    if (a.strides.empty()) {
+      a.strides.assign(a.shape.size(), 0);
+      int64_t st = a.itemsize();
+      for (int i = int(a.shape.size()) - 1; i >= 0; --i) { a.strides[i] = st; st *= a.shape[i]; }
+    }
     a.keep = py::reinterpret_borrow<py::object>(obj);
     return a;
   }
@@ -524,6 +534,25 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("built_with_cuda") = false;
 #endif
+  m.def(
+      "set_num_threads",
+      [](int n) {
+        if (n < 1) fail("n: must be at least 1, got " + std::to_string(n));
+#ifdef _OPENMP
+        omp_set_num_threads(n);
+#endif
+      },
+      py::arg("n"), "threads for the CPU kernels (OpenMP); default: OMP_NUM_THREADS or all cores");
+  m.def(
+      "get_num_threads",
+      []() {
+#ifdef _OPENMP
+        return omp_get_max_threads();
+#else
+        return 1;
+#endif
+      },
+      "threads the CPU kernels use");
   m.def("cuda_device_count", &cuda_device_count, "GPUs visible at run time (0 without CUDA, driver or device)");
   m.def("sightcone_mask", &sightcone_mask, py::arg("K"), py::arg("dist"), py::arg("T_base_cam"), py::arg("hw"),
         py::arg("patch"), py::arg("near"), py::arg("far"), py::arg("workspace") = py::none(),

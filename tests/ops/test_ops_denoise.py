@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from wallwm_edge.ops import ext
-from wallwm_edge.ops.denoise import denoise, denoise_reference, flow_schedule, flow_update_op, unnormalize_clamp_op
+from wallwm_edge.ops.denoise import (DenoiseLoop, denoise, denoise_reference, flow_schedule, flow_update_op, torch_velocity,
+                                     unnormalize_clamp_op)
 
 needs_ext = pytest.mark.skipif(not ext.has("denoise_loop"), reason="wallwm_edge._C is not built")
 needs_gpu = pytest.mark.skipif(not ext.cuda_available(), reason="needs a CUDA GPU (and _C built with CUDA)")
@@ -69,8 +70,12 @@ def test_callback_may_return_torch_tensors_and_reuse_its_buffer():
         return buf
 
     ts = flow_schedule(6)
-    got = denoise(torch_net, x0, ts, "heun", prefix, mean, std)
-    np.testing.assert_allclose(got, denoise_reference(net, x0, ts, "heun", prefix, mean, std), atol=1e-5)
+    want = denoise_reference(net, x0, ts, "heun", prefix, mean, std)
+    np.testing.assert_allclose(denoise(torch_net, x0, ts, "heun", prefix, mean, std), want, atol=1e-5)
+    # The prepared loop with the torch adapter (cached tensor views of the loop's buffers), twice.
+    loop = DenoiseLoop(torch_velocity(lambda x, t: torch.from_numpy(net(x.numpy(), t))), ts, "heun", mean, std)
+    for _ in range(2):
+        np.testing.assert_allclose(loop(x0, prefix), want, atol=1e-5)
 
 
 @needs_ext

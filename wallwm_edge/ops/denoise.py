@@ -114,6 +114,56 @@ def denoise(velocity_fn: Callable, x0, ts, method: str = "euler", prefix=None, m
     return out
 
 
+class DenoiseLoop:
+    """The fused CPU loop prepared once (schedule, method, normalizer checked and converted up front), so a
+    control step pays only the C++ loop: `loop(x0, prefix) -> (B, L, A)` float32.
+
+    velocity_fn(x, t) gets the loop's own float32 buffers (the same two arrays every step) and returns a
+    (B, L, A) float32 CPU array (numpy, or torch through DLPack); wrap a torch network with torch_velocity.
+    """
+
+    def __init__(self, velocity_fn: Callable, ts, method: str = "euler", mean=None, std=None, lo=None, hi=None, action_dim: int | None = None):
+        A = action_dim if action_dim is not None else np.shape(mean)[-1]
+        f32 = lambda a: None if a is None else np.ascontiguousarray(a, np.float32)  # noqa: E731
+        self.mean = np.zeros(A, np.float32) if mean is None else f32(mean)
+        self.std = np.ones(A, np.float32) if std is None else f32(std)
+        self.lo, self.hi = f32(lo), f32(hi)
+        if method not in METHODS:
+            raise ValueError(f"method: must be 'euler' or 'heun', got {method!r}")
+        self.ts = np.ascontiguousarray(ts, np.float64)
+        if self.ts.ndim != 1 or len(self.ts) < 2:
+            raise ValueError(f"ts: expected shape (K + 1,) with K >= 1, got {self.ts.shape}")
+        self.velocity_fn, self.method = velocity_fn, method
+        self._loop = ext.require("denoise_loop")
+
+    def __call__(self, x0: np.ndarray, prefix: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.empty(np.shape(x0), np.float32) if out is None else out
+        self._loop(self.velocity_fn, x0, self.ts, self.method, prefix, self.mean, self.std, self.lo, self.hi, out)
+        return out
+
+
+def torch_velocity(net: Callable) -> Callable:
+    """Adapt a torch network v = net(x: Tensor (B, L, A), t: float) to the fused loop's numpy callback.
+
+    The loop passes the same buffers every step, so each is wrapped by torch.from_numpy once (cached by
+    identity, holding the array so its id cannot be reused); the result goes back as a numpy view, no copy.
+    """
+    import torch
+
+    views: dict[int, tuple] = {}
+
+    def velocity(x: np.ndarray, t: float):
+        hit = views.get(id(x))
+        if hit is None:
+            if len(views) > 8:  # buffers of finished loops
+                views.clear()
+            hit = views[id(x)] = (x, torch.from_numpy(x))
+        v = net(hit[1], t)
+        return (v.detach() if v.requires_grad else v).numpy()
+
+    return velocity
+
+
 # ---- torch.library ops and the CUDA-graph driver ---------------------------------------------------------------
 
 
