@@ -39,7 +39,7 @@ def snap_poses(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SightCone:
-    def __init__(self, rig: Rig, views, patch: int, near: float, far: float, image_size=None, cache_size: int = 4096):
+    def __init__(self, rig: Rig, views, patch: int, near: float, far: float, image_size=None, cache_size: int = 16384):
         try:
             self.rig = rig.select(list(views))
         except DataError:
@@ -52,7 +52,7 @@ class SightCone:
         self.patch, self.near, self.far = int(patch), float(near), float(far)
         ws = None if self.rig.workspace_min is None else (self.rig.workspace_min, self.rig.workspace_max)
         self.workspace = ws
-        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()  # bit-packed masks (~1.5 KB each at 108 tokens)
         self.cache_size = cache_size
         self.computed = 0  # masks actually computed (for tests and logs)
 
@@ -68,14 +68,15 @@ class SightCone:
                 raise ConfigError(f"cam_poses has shape {poses.shape}, the model expects ({len(self.views)}, 4, 4) for views {self.views}")
         grid, snapped = snap_poses(poses)
         key = grid.tobytes()
+        n = len(self.views) * (self.rig.cameras[0].height // self.patch) * (self.rig.cameras[0].width // self.patch)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
-            return hit
+            return np.unpackbits(hit, count=n * n).reshape(n, n).astype(bool)
         cams = [c.with_pose(T) for c, T in zip(self.rig.cameras, snapped)]
         mask = sightcone_mask(cams, self.patch, self.near, self.far, self.workspace)
         self.computed += 1
-        self._cache[key] = mask
+        self._cache[key] = np.packbits(mask)
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return mask
