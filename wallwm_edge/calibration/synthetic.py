@@ -199,16 +199,18 @@ def render_view(board: Board, cam: Camera, T_base_cam: np.ndarray, T_base_board:
         und = cv2.undistortPoints(pts, cam.K, cam.dist, criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-10))
         if len(_cache) > 8:
             _cache.clear()
-        _cache[key] = np.concatenate([und.reshape(-1, 2), np.ones((len(pts), 1))], 1).astype(np.float32)  # (N, 3) rays, z = 1
+        _cache[key] = und.reshape(-1, 2).T.astype(np.float32).copy()  # (2, N) normalised rays (x, y, 1)
     if ("sheet", board) not in _cache:
         _cache[("sheet", board)] = cv2.GaussianBlur(board.image(px_per_square, margin_px=px_per_square), (0, 0), 0.7)
     rays, sheet = _cache[key], _cache[("sheet", board)]
     T = np.linalg.inv(T_base_board) @ T_base_cam  # T_board_cam
-    d = rays @ T[:3, :3].T.astype(np.float32)  # (N, 3) rays in the board frame
-    s = (-T[2, 3] / d[:, 2]).astype(np.float32)
-    scale = px_per_square / board.square_m
-    mx = ((float(T[0, 3]) + s * d[:, 0]) * scale + (px_per_square - 0.5)).astype(np.float32)
-    my = ((float(T[1, 3]) + s * d[:, 1]) * scale + (px_per_square - 0.5)).astype(np.float32)
+    R, o = T[:3, :3].astype(np.float32), T[:3, 3]
+    x, y = rays
+    d = [R[k, 0] * x + R[k, 1] * y + R[k, 2] for k in range(3)]  # rays in the board frame (elementwise: no BLAS threads)
+    s = np.float32(-o[2]) / d[2]
+    scale = np.float32(px_per_square / board.square_m)
+    mx = (np.float32(o[0]) + s * d[0]) * scale + np.float32(px_per_square - 0.5)
+    my = (np.float32(o[1]) + s * d[1]) * scale + np.float32(px_per_square - 0.5)
     mx[s <= 0] = -1e4  # behind the camera
     shape = (cam.height * ss, cam.width * ss)
     hi = cv2.remap(sheet, mx.reshape(shape), my.reshape(shape), cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=128)

@@ -1,0 +1,111 @@
+"""The detector on rendered board images (the printed sheet warped through each camera, distortion and
+sensor noise included), end to end through `wallwm-edge calibrate run`, and the board files."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from wallwm_edge.calibration import se3
+from wallwm_edge.calibration import synthetic as S
+from wallwm_edge.calibration.board import Board
+from wallwm_edge.calibration.detect import load_session
+from wallwm_edge.calibration.rig import Rig
+from wallwm_edge.cli import main
+from wallwm_edge.errors import DataError
+
+BOARD = Board.load("charuco_a3")
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    """2 fixed cameras, board in the gripper, 20 frames each (rendered PNGs + arm_poses.json)."""
+    out = tmp_path_factory.mktemp("capture")
+    cfg = S.SceneConfig(n_cameras=2, layout="none", board_mount="gripper", n_frames=40, board_distance=(0.3, 0.55), tilt_deg=(20, 55), seed=11)
+    scene = S.make_scene(cfg, BOARD)
+    S.write_capture(scene, out)
+    return out, scene
+
+
+def test_detected_corners_match_truth(capture):
+    folder, scene = capture
+    sess = load_session(folder)
+    assert sess.board_mount == "gripper" and sess.flange is not None
+    X = BOARD.corners()
+    err = []
+    for v in sess.views:
+        cam = scene.rig.camera(v.camera)
+        T = scene.T_base_board[v.frame]
+        uv, _ = cam.project((X @ T[:3, :3].T + T[:3, 3])[v.ids])
+        err.append(np.linalg.norm(uv - v.uv, axis=1))
+    err = np.concatenate(err)
+    assert len(sess.views) >= 36  # nearly every rendered image yields a detection
+    assert np.median(err) < 0.2 and np.percentile(err, 99) < 1.0, (np.median(err), np.percentile(err, 99))
+
+
+def test_calibrate_run_from_images_end_to_end(capture, tmp_path, capsys):
+    folder, scene = capture
+    rig_path, report = tmp_path / "rig.json", tmp_path / "report"
+    assert main(["calibrate", "run", str(folder), "--out", str(rig_path), "--report", str(report)]) == 0
+    rig = Rig.load(rig_path)
+    for c in scene.rig.cameras:
+        r, t = se3.pose_error(rig.camera(c.name).T_base_cam, c.T_base_cam)
+        f = abs(rig.camera(c.name).K[0, 0] / c.K[0, 0] - 1)
+        assert r <= 0.1 and t <= 1e-3 and f <= 0.003, (c.name, r, t, f)
+    assert (report / "report.png").stat().st_size > 10_000
+    assert "GOOD" in (report / "report.html").read_text()
+    # a re-check on the same images finds nothing moved
+    assert main(["calibrate", "check", str(rig_path), str(folder)]) == 0
+    assert "no camera moved" in capsys.readouterr().out
+
+
+def test_wrong_dictionary_names_camera_and_image(capture):
+    folder, _ = capture
+    wrong = Board("wrong_dict", "charuco", BOARD.squares_x, BOARD.squares_y, BOARD.square_m, BOARD.marker_m, "DICT_4X4_50")
+    with pytest.raises(DataError, match=r"camera 'cam0', image .*cam0/0000\.png: markers of DICT_5X5_100 found but board 'wrong_dict' uses DICT_4X4_50"):
+        load_session(folder, board=wrong, cameras=["cam0"])
+
+
+def test_wrong_board_size_names_camera_and_image(capture):
+    folder, _ = capture
+    small = Board.load("charuco_a4")  # same dictionary, 17 markers: the A3 sheet shows ids up to 34
+    with pytest.raises(DataError, match=r"camera 'cam0': image .*cam0/\d+\.png: ArUco marker ids \[.*\] are not on board 'charuco_a4'"):
+        load_session(folder, board=small, cameras=["cam0"])
+
+
+def test_camera_with_no_board_is_named(capture, tmp_path):
+    folder, _ = capture
+    import shutil
+
+    keep = {n for cam in ("cam0", "cam1") for n in sorted(p.name for p in (folder / cam).glob("*.png"))[:8]}
+    shutil.copytree(folder, tmp_path / "cap", ignore=lambda d, names: [n for n in names if n.endswith(".png") and n not in keep])
+    for p in (tmp_path / "cap" / "cam1").glob("*.png"):
+        cv2.imwrite(str(p), np.full((480, 640), 128, np.uint8))
+    with pytest.raises(DataError, match=r"camera 'cam1': the board was not detected in any of its \d+ images"):
+        from wallwm_edge.calibration.solve import calibrate
+
+        calibrate([load_session(tmp_path / "cap")])
+    # and the CLI says it in one line, exit code 2
+    assert main(["calibrate", "run", str(tmp_path / "cap"), "--out", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep")]) == 2
+
+
+def test_our_drawing_matches_opencv_board_definition():
+    for name in ("charuco_a4", "charuco_a3"):
+        b = Board.load(name)
+        img = b.image(px_per_square=100, margin_px=30)
+        cc, ci, _, _ = cv2.aruco.CharucoDetector(b.cv_board()).detectBoard(img)
+        assert len(ci) == b.n_corners
+        expected = b.corners()[ci.ravel(), :2] / b.square_m * 100 + 30 - 0.5
+        np.testing.assert_allclose(cc.reshape(-1, 2), expected, atol=0.05)
+
+
+def test_board_sheet_and_bad_board_file(tmp_path):
+    assert main(["calibrate", "board", "--board", "checker_a4", "--out", str(tmp_path), "--dpi", "60"]) == 0
+    assert (tmp_path / "checker_a4.png").exists() and (tmp_path / "checker_a4.pdf").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "type": "charuco", "squares_x": 5, "squares_y": 5, "square_m": 0.03, "marker_m": 0.04}))
+    with pytest.raises(DataError, match=r"bad.json: board 'x': field 'marker_m'"):
+        Board.load(bad)
+    with pytest.raises(DataError, match="board file not found"):
+        Board.load(tmp_path / "nope.json")
