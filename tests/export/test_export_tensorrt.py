@@ -50,3 +50,20 @@ def test_bad_profiles_are_refused_by_field(tmp_path):
     p.write_text(json.dumps({"name": "x", "batchsize": 2}))
     with pytest.raises(ConfigError, match=r"unknown field\(s\) \['batchsize'\]"):
         load_profile(p)
+
+
+def test_trtexec_command_from_sidecar_pins_the_action_boundary(exported_tiny, tmp_path):
+    from wallwm_edge.export.sidecar import write_sidecar
+    from wallwm_edge.export.student import sidecar_info
+    from wallwm_edge.export.tensorrt import trtexec_command
+
+    model, sample, _ = exported_tiny
+    p = tmp_path / "s.onnx"
+    p.write_bytes(sample.read_bytes())
+    write_sidecar(p, sidecar_info(model, {}, "sample", 2, "int8", {}, []))
+    cmd = trtexec_command(p.with_suffix(".json"), load_profile(PROFILES / "orin-int8.json"))
+    V, (H, W) = model.cfg.num_views, model.cfg.image_size
+    assert cmd.startswith("/usr/src/tensorrt/bin/trtexec --onnx=s.onnx --saveEngine=s.orin-int8.engine")
+    assert f"--minShapes=images:1x{V}x{H}x{W}x3," in cmd and f"--maxShapes=images:2x{V}x{H}x{W}x3," in cmd
+    assert "--int8" in cmd and "--fp16" in cmd and "--precisionConstraints=obey" in cmd
+    assert "/action_out/" in cmd and ":fp32" in cmd and "/qkv/" not in cmd

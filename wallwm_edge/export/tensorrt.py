@@ -140,3 +140,65 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     engine_path.write_bytes(bytes(serialized))
     return engine_path
+
+
+def trtexec_command(sidecar: str | os.PathLike, profile: BuildProfile, engine_path: str | os.PathLike | None = None) -> str:
+    """The equivalent `trtexec` command line for an exported ONNX (for Jetsons without TensorRT's
+    Python bindings in the project's Python): shapes from the sidecar, batch from the profile, and the
+    action-boundary layers pinned to float32 by their ONNX node names (TensorRT keeps those names)."""
+    import onnx
+
+    from wallwm_edge.export.onnx_export import nodes_under
+    from wallwm_edge.export.sidecar import read_sidecar
+
+    rec = read_sidecar(sidecar)
+    onnx_path = Path(rec["onnx_path"])
+    engine = Path(engine_path) if engine_path else onnx_path.with_suffix(f".{profile.name}.engine")
+
+    def shapes(batch: int) -> str:
+        return ",".join(f"{i['name']}:" + "x".join(str(batch if d == "batch" else d) for d in i["shape"]) for i in rec["inputs"])
+
+    lo, opt, hi = profile.batch
+    parts = ["/usr/src/tensorrt/bin/trtexec", f"--onnx={onnx_path.name}", f"--saveEngine={engine.name}",
+             f"--minShapes={shapes(lo)}", f"--optShapes={shapes(opt)}", f"--maxShapes={shapes(hi)}",
+             f"--memPoolSize=workspace:{profile.workspace_mb}M", f"--builderOptimizationLevel={profile.builder_optimization_level}"]
+    if profile.precision in ("fp16", "int8"):
+        parts.append("--fp16")
+    if profile.precision == "int8":
+        parts.append("--int8")
+    if profile.fp32_layers_matching and profile.precision != "fp32":
+        kept = nodes_under(onnx.load(str(onnx_path)), tuple(profile.fp32_layers_matching))
+        if kept:
+            parts += ["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in kept)]
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m wallwm_edge.export.tensorrt SIDECAR.json PROFILE.json [--build]: print the trtexec
+    command, or (--build) build the engine with the Python API here."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m wallwm_edge.export.tensorrt", description=main.__doc__)
+    ap.add_argument("sidecar")
+    ap.add_argument("profile")
+    ap.add_argument("--build", action="store_true", help="build with the tensorrt Python API instead of printing")
+    args = ap.parse_args(argv)
+    prof = load_profile(args.profile)
+    if args.build:
+        from wallwm_edge.export.sidecar import read_sidecar
+
+        onnx_path = Path(read_sidecar(args.sidecar)["onnx_path"])
+        print(build_engine(onnx_path, onnx_path.with_suffix(f".{prof.name}.engine"), prof))
+    else:
+        print(trtexec_command(args.sidecar, prof))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        sys.exit(main())
+    except WallwmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
