@@ -35,7 +35,7 @@ def cache_dir() -> Path:
 
 
 def export_tiny_student(out_dir: Path, mode: str = "event", image_size=(96, 96), seed: int = 0, end_bias: float = -4.0) -> Path:
-    """Write out_dir/student.sample.onnx + .json; returns the .onnx path (reused if already there).
+    """Write out_dir/student.{sample,step}.onnx + .json; returns the sample .onnx path (reused if there).
 
     end_bias sets the termination head's bias: -4 makes the untrained policy rarely signal an event's
     end, so runs last as many chunks as a test asks for (the planner's cap moves events along).
@@ -60,13 +60,21 @@ def export_tiny_student(out_dir: Path, mode: str = "event", image_size=(96, 96),
     with torch.no_grad():
         model.action_norm.std.copy_(torch.tensor([0.3, 0.3, 0.3, 0.8]))
         model.end_head.bias.fill_(end_bias)
+        for layer in model.layers:  # adaLN-zero makes a fresh model the identity; open the gates a little so
+            for tower in (layer.video, layer.action):  # tokens interact (inpainting must change the other rows)
+                torch.nn.init.normal_(tower.ada.weight, std=0.05)
+                torch.nn.init.normal_(tower.ada.bias, std=0.5)
     export_graph(model, "sample", onnx_path, cfg.flow_steps, exporter="torchscript")  # 10-20x faster here
     rng = np.random.default_rng(seed)
     texts = sorted({e.caption for e in task_catalog().values()} | {caption(f"task:{t}").text for t in TASKS})
     table = {t: v / np.linalg.norm(v) for t, v in zip(texts, rng.standard_normal((len(texts), 384)))}
+    step_path = out_dir / "student.step.onnx"  # the step graph: real-time chunking inpaints with it
+    export_graph(model, "step", step_path, cfg.flow_steps, exporter="torchscript")
+    step_info = sidecar_info(model, {}, "step", cfg.flow_steps, "fp32", table, [])
+    write_sidecar(step_path, step_info)
     info = sidecar_info(model, {}, "sample", cfg.flow_steps, "fp32", table, [])
     info["text_encoder"] = "random (runtime tests)"
-    write_sidecar(onnx_path, info)  # last: a sidecar exists only beside a complete export
+    write_sidecar(onnx_path, info)  # last: a sample sidecar exists only beside a complete export
     return onnx_path
 
 

@@ -36,6 +36,8 @@ def test_default_run_few_chunks_torch_free(tmp_path, request):
     chunks = [rec for rec in log if rec["kind"] == "chunk"]
     assert [c["chunk"] for c in chunks] == [0, 1, 2, 3]
     assert chunks[0]["skipped_committed"] == 0  # nothing was queued before the first chunk
+    if log[0]["rtc"] == "inpaint":  # the committed prefix was held during denoising, not only dropped after
+        assert all(c["inpainted"] == c["committed"] for c in chunks) and any(c["inpainted"] > 0 for c in chunks[1:])
 
     fw = (out / "fw.log").read_text()
     sent = [c["chunk"] for c in chunks if c["executed"] > 0]

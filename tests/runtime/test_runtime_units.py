@@ -173,3 +173,24 @@ def test_plan_with_unknown_caption_fails_before_the_arm_moves(tmp_path, tiny_stu
     plan.write_text(json.dumps({"pick-place-v3": ["reach:puck", "juggle the puck"]}))
     with pytest.raises(DataError, match="event 1: instruction 'juggle the puck' is not in the student's caption table"):
         run(RunConfig(student=str(tiny_student), plan=str(plan), out=str(tmp_path / "p"), status=False))
+
+
+def test_inpainting_holds_the_committed_prefix(tiny_student):
+    """The on-board Euler loop over the step graph reproduces the sample graph (same noise), and with a
+    prefix it holds rows [0, P) at the committed actions while the other rows change to fit them."""
+    st = Student.load(tiny_student)
+    assert st.can_inpaint
+    rng = np.random.default_rng(0)
+    Vn = 3 * (96 // st.patch) ** 2
+    feeds = st.feeds(rng.integers(0, 255, (3, 96, 96, 3), dtype=np.uint8), np.array([0, 0.6, 0.2, 1.0]), "grasp the puck",
+                     rng.random((Vn, Vn)) < 0.4)
+    ref = st.engine.run(feeds)
+    a, e = st._inpaint(feeds, np.zeros((0, 4), np.float32))
+    np.testing.assert_allclose(a, ref["actions"][0], atol=1e-4)
+    np.testing.assert_allclose(e, ref["end_prob"][0], atol=1e-4)
+    prefix = np.array([[0.9, -0.8, 0.7, 1.0], [0.8, -0.7, 0.6, 1.0], [0.7, -0.6, 0.5, -1.0]], np.float32)
+    b, _ = st._inpaint(feeds, prefix)
+    np.testing.assert_allclose(b[:3], prefix, atol=1e-5)
+    assert np.abs(b[3:] - a[3:]).max() > 1e-3  # the continuation was denoised around the prefix
+    out = st.act(np.zeros((3, 96, 96, 3), np.uint8), np.zeros(4), "grasp the puck", None, prefix=prefix)
+    assert out.inpainted == 3 and np.allclose(out.actions[:3], prefix, atol=1e-5)

@@ -28,6 +28,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default="auto", help="which export of the folder: auto, fp32, int8, fp16 (default auto)")
     g.add_argument("--threads", type=int, default=1, help="inference threads (default 1: the loop keeps a core)")
     g.add_argument("--unified", action="store_true", help="unified mode: fixed-length chunks from the task instruction")
+    g.add_argument("--rtc", default="auto", choices=["auto", "inpaint", "align"],
+                   help="real-time chunking: inpaint the committed prefix (needs the step graph), or align only (default auto)")
     g = p.add_argument_group("task")
     g.add_argument("--task", default="pick-place-v3", help="Meta-World task of the simulated cell (default pick-place-v3)")
     g.add_argument("--seed", type=int, default=0, help="scene and noise seed (default 0)")
@@ -58,7 +60,7 @@ def config_from_args(args):
         task=args.task, seed=args.seed, plan=args.plan, interactive=args.interactive, event_cap=args.event_cap,
         source=args.source, rig=args.rig, port=args.port, rate_hz=args.rate, max_steps=args.max_steps,
         max_chunks=args.max_chunks, sync=args.sync, out=args.out, gif=not args.no_gif, status=not args.no_status,
-        faults=Faults.parse(args.inject),
+        faults=Faults.parse(args.inject), rtc=args.rtc,
     )
 
 

@@ -13,8 +13,12 @@ Two layers:
   the full token mask, its (S, S) expansion), the instruction looked up in the caption table, fresh
   Gaussian noise per chunk.
 
-The sidecar's `kind` must be "sample" (the whole flow integration inside the graph, what the export
-writes for the student); the graph's outputs carry raw actions (the normalizer is inside the graph).
+The sidecar's `kind` "sample" is the whole flow integration inside one graph (raw actions out, the
+normalizer inside). When the export also wrote the `step` graph (one velocity evaluation) beside it,
+real-time chunking inpaints: `act(..., prefix=committed)` runs the Euler loop on board (the `_C`
+fused loop `denoise_loop` when built, else the same loop in numpy) and holds the chunk's first P rows
+at the committed actions after every step, so the rest is denoised to continue what the arm is
+already executing. Without a prefix the sample graph runs (one engine call per chunk).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from wallwm_edge.errors import ConfigError, DataError
 
 PRECISION_ORDER = ("fp32", "int8", "fp16")  # CPU preference when a folder holds several exports
 GRAPH_INPUTS = ("images", "proprio", "instruction", "view_mask", "mask", "noise_video", "noise_action")
+STEP_INPUTS = ("images", "proprio", "instruction", "view_mask", "x_video", "x_action", "t")
 
 
 class Engine(ABC):
@@ -117,12 +122,14 @@ class ChunkOut:
     end_prob: np.ndarray  # (L,)
     length: int  # steps to execute: first step with p_end > 0.5, + 1 (else L)
     event_end: bool  # the termination head fired within the chunk
+    inpainted: int = 0  # rows held at the committed prefix during denoising (0: plain sample graph)
 
 
 class Student:
-    def __init__(self, sidecar: dict, engine: Engine, seed: int = 0):
+    def __init__(self, sidecar: dict, engine: Engine, seed: int = 0, step: tuple[dict, Engine] | None = None):
         self.meta = sidecar
         self.engine = engine
+        self.step_meta, self.step_engine = step if step is not None else (None, None)
         cfg = sidecar.get("config", {})
         self.views = tuple(sidecar["views"])
         self.image_size = tuple(sidecar["image_size"])
@@ -139,15 +146,29 @@ class Student:
             raise ConfigError(f"{sidecar.get('onnx_path')}: graph input(s) {unknown} unknown to the runtime (it feeds {list(GRAPH_INPUTS)})")
         self.rng = np.random.default_rng(seed)
         self._embed_cache: dict[str, np.ndarray] = {}
+        norm = sidecar["normalizer"]["action"]
+        self.mean, self.std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
+        self.steps = int(sidecar["steps"])
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str = "cpu", precision: str = "auto", threads: int | None = None, seed: int = 0) -> "Student":
         from wallwm_edge.export.sidecar import read_sidecar
 
-        record = read_sidecar(find_student(path, precision))
+        side = find_student(path, precision)
+        record = read_sidecar(side)
         if record["kind"] != "sample":
             raise ConfigError(f"{record['onnx_path']}: sidecar kind {record['kind']!r}; the runtime runs 'sample' graphs")
-        return cls(record, OrtEngine(record["onnx_path"], backend, threads), seed)
+        step = None
+        step_side = side.with_name(side.name.replace(".sample.", ".step."))
+        if step_side != side and step_side.is_file():  # the export's step graph: real-time chunking inpaints with it
+            srec = read_sidecar(step_side)
+            if srec["kind"] == "step" and srec.get("config") == record.get("config") and srec["steps"] == record["steps"]:
+                step = (srec, OrtEngine(srec["onnx_path"], backend, threads))
+        return cls(record, OrtEngine(record["onnx_path"], backend, threads), seed, step)
+
+    @property
+    def can_inpaint(self) -> bool:
+        return self.step_engine is not None
 
     @property
     def name(self) -> str:
@@ -200,13 +221,54 @@ class Student:
             f[name] = x
         return f
 
-    def act(self, images, proprio, instruction: str, view_mask=None) -> ChunkOut:
-        out = self.engine.run(self.feeds(images, proprio, instruction, view_mask))
-        actions = np.asarray(out["actions"], np.float32)[0]
-        if self.mode == "unified" or "end_prob" not in out:
-            end = np.zeros(len(actions), np.float32)
-            return ChunkOut(actions, end, len(actions), False)
-        end = np.asarray(out["end_prob"], np.float32)[0]
+    def act(self, images, proprio, instruction: str, view_mask=None, prefix: np.ndarray | None = None) -> ChunkOut:
+        """One chunk. `prefix` (P, A) raw actions: the committed prefix to inpaint around (step graph only)."""
+        feeds = self.feeds(images, proprio, instruction, view_mask)
+        if prefix is not None and len(prefix) and self.can_inpaint:
+            actions, end_prob = self._inpaint(feeds, np.asarray(prefix, np.float32)[: self.horizon])
+            inpainted = min(len(prefix), self.horizon)
+        else:
+            out = self.engine.run(feeds)
+            actions, end_prob, inpainted = np.asarray(out["actions"], np.float32)[0], out.get("end_prob"), 0
+        if self.mode == "unified" or end_prob is None:
+            return ChunkOut(actions, np.zeros(len(actions), np.float32), len(actions), False, inpainted)
+        end = np.asarray(end_prob, np.float32).reshape(-1)
         hit = np.nonzero(end > 0.5)[0]
         length = int(hit[0]) + 1 if len(hit) else len(end)
-        return ChunkOut(actions, end, length, bool(len(hit)))
+        return ChunkOut(actions, end, length, bool(len(hit)), inpainted)
+
+    def _inpaint(self, feeds: dict, prefix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The Euler loop of the sample graph, run here with the step graph, rows [0, P) held at the prefix.
+
+        Same noise, same times, same update as inside the sample graph (x += v / steps, t = k / steps), so
+        with an empty prefix it reproduces the sample graph; the video latents are integrated alongside
+        (the callback owns them: Euler calls it once per step, in order)."""
+        from wallwm_edge.ops import ext
+
+        if "view_mask" not in feeds:
+            raise ConfigError(f"{self.step_meta['onnx_path']}: inpainting needs a sample graph with a view_mask input")
+        obs = {k: feeds[k] for k in ("images", "proprio", "instruction", "view_mask")}
+        state = {"video": feeds["noise_video"].copy(), "end_logit": None}
+        ts = np.arange(self.steps + 1, dtype=np.float64) / self.steps
+
+        def velocity(x, t):
+            out = self.step_engine.run({**obs, "x_video": state["video"], "x_action": np.ascontiguousarray(x, np.float32),
+                                        "t": np.full((1,), t, np.float32)})
+            state["video"] = (state["video"] + out["v_video"] / self.steps).astype(np.float32)
+            state["end_logit"] = out["end_logit"]
+            return np.ascontiguousarray(out["v_action"], np.float32)
+
+        x0 = feeds["noise_action"].astype(np.float32)
+        pre = ((prefix - self.mean) / self.std).astype(np.float32)[None]  # (1, P, A) normalised
+        if ext.has("denoise_loop"):
+            out = np.empty_like(x0)
+            ext.require("denoise_loop")(velocity, x0, ts, "euler", pre, self.mean, self.std, None, None, out)
+        else:  # the same loop in numpy
+            x = x0.copy()
+            x[:, : pre.shape[1]] = pre
+            for k in range(self.steps):
+                x = x + (ts[k + 1] - ts[k]) * velocity(x, ts[k])
+                x[:, : pre.shape[1]] = pre
+            out = x * self.std + self.mean
+        end_prob = 1.0 / (1.0 + np.exp(-np.asarray(state["end_logit"], np.float64)))
+        return out[0].astype(np.float32), end_prob[0].astype(np.float32)

@@ -91,6 +91,7 @@ class RunConfig:
     gif: bool = True
     status: bool = True
     stale_s: float = 1.0  # a chunk result older than this is discarded
+    rtc: str = "auto"  # real-time chunking: inpaint (needs the step graph), align, auto (inpaint when possible)
     faults: Faults = field(default_factory=Faults)
 
 
@@ -141,6 +142,12 @@ class Runtime:
             raise ConfigError(f"unified mode needs a student exported in unified mode; {st.name} was trained in "
                               f"{st.mode!r} mode (variable-length chunks from next-event instructions). Run without --unified, "
                               "or distill and export a unified student (preset with mode=unified)")
+        if cfg.rtc not in ("auto", "inpaint", "align"):
+            raise ConfigError(f"--rtc must be auto, inpaint or align, got {cfg.rtc!r}")
+        if cfg.rtc == "inpaint" and not st.can_inpaint:
+            raise ConfigError(f"--rtc inpaint needs the student's step graph beside it ({student_path}: no *.step.onnx "
+                              "with the same config); export with --graphs sample,step, or use --rtc align")
+        self.inpaint = st.can_inpaint and cfg.rtc != "align"
         if not cfg.unified and st.mode == "unified":
             raise ConfigError(f"{st.name} is a unified-mode student: run it with --unified (it takes the task instruction)")
         self.planner = self._planner()  # plan and captions are checked before anything moves
@@ -168,6 +175,7 @@ class Runtime:
         self.worker = InferenceWorker(st, self.masks)
         self.lead = LeadEstimate(cfg.rate_hz, cap=max(1, st.horizon // 2))
         self.log.write("start", sync=True, config=_config_json(cfg), student=st.name, student_mode=st.mode,
+                       rtc="inpaint" if self.inpaint else "align",
                        views=list(st.views), horizon=st.horizon, rig_cameras=rig.names,
                        firmware=self.arm.port, arm={"joints": self.arm.arm.n_joints, "control_rate_hz": self.arm.arm.control_rate_hz,
                                                      "queue_points": self.arm.arm.queue_points},
@@ -181,8 +189,11 @@ class Runtime:
         H, W = st.image_size
         t0 = time.perf_counter()
         vm = self.masks.view_mask(self.world.env.cam_poses() if self.world else None)
-        st.act(np.zeros((len(st.views), H, W, 3), np.uint8), np.zeros(4, np.float32),
-               self.instruction if self.instruction is not None else next(iter(st.captions)), vm)
+        text = self.instruction if self.instruction is not None else next(iter(st.captions))
+        blank = np.zeros((len(st.views), H, W, 3), np.uint8)
+        st.act(blank, np.zeros(4, np.float32), text, vm)
+        if self.inpaint:  # the step graph's session warms up separately
+            st.act(blank, np.zeros(4, np.float32), text, vm, prefix=np.zeros((1, st.action_dim), np.float32))
         self.log.write("warm_up", ms=round((time.perf_counter() - t0) * 1e3, 2))
 
     def _planner(self):
@@ -294,6 +305,9 @@ class Runtime:
         self.stages["capture"].append(cap_s)
         proprio, T_flange = self._proprio_and_pose(st)
         committed = 0 if self.cfg.sync else self._remaining(st)
+        prefix = None
+        if self.inpaint and committed and len(self.tape) >= committed:
+            prefix = np.asarray(self.tape[-committed:], np.float32)  # the queue is FIFO: its tail is what still plays
         delay = dict(self.cfg.faults.overrun).get(chunk_id, 0.0)
         if self.cfg.gif:
             tp = f"  TP {self.world.progress:.0f}" if self.world else ""
@@ -301,7 +315,7 @@ class Runtime:
 
             self.frames.append(caption_frame(images, [self._event_label(), f"chunk {chunk_id}  step {self.steps}{tp}"]))
         return Job(chunk_id, self.instruction, getattr(self.planner, "index", 0) if self.planner else 0, images, proprio,
-                   frame.cam_poses, T_flange, committed, time.monotonic(), cap_s, delay)
+                   frame.cam_poses, T_flange, committed, time.monotonic(), cap_s, delay, prefix)
 
     def _commit(self, r) -> None:
         """A finished chunk: freeze the committed prefix, anchor, cap, send; advance the planner."""
@@ -345,6 +359,8 @@ class Runtime:
                 self.log.write("chunk_lost", sync=True, chunk=job.chunk_id, why="link down")
                 return
             self.anchor = points[-1, :3]
+            self.tape.extend(np.clip(todo, -1.0, 1.0).tolist())
+            del self.tape[:-256]
             self.last_send = time.monotonic()
             self.stages["bridge"].append(bridge_s)
             self.lead.add(job.capture_s + r.mask_s + r.infer_s + bridge_s)
@@ -357,11 +373,11 @@ class Runtime:
                        length=int(out.length), executed=len(todo), skipped_committed=start, committed=job.committed,
                        event_end=bool(out.event_end), advanced=advanced, capture_ms=job.capture_s * 1e3, mask_ms=r.mask_s * 1e3,
                        infer_ms=r.infer_s * 1e3, bridge_ms=bridge_s * 1e3, age_ms=age * 1e3, step=self.steps,
-                       lead=self.lead.points, injected_delay_s=job.delay_s)
+                       lead=self.lead.points, injected_delay_s=job.delay_s, inpainted=out.inpainted)
         for k, sec in self.cfg.faults.disconnect:
             if k == job.chunk_id:
                 self.arm.unplug(sec)
-                self.anchor = None
+                self.anchor, self.tape = None, []
 
     def loop(self) -> str:
         cfg = self.cfg
@@ -369,6 +385,7 @@ class Runtime:
 
         self.steps = 0
         self.anchor = None
+        self.tape: list = []  # raw actions sent, in order (the committed prefix is its tail)
         self.last_good = None
         self.last_send = 0.0
         self.last_chunk = {}
@@ -380,6 +397,7 @@ class Runtime:
         bar = tqdm(total=cfg.max_steps, unit="step", disable=not cfg.status, dynamic_ncols=True, mininterval=0.25)
         next_t = time.monotonic()
         last_pos = None
+        was_playing = False
         try:
             while True:
                 now = time.monotonic()
@@ -394,13 +412,21 @@ class Runtime:
                 was_connected = self.arm.connected
                 if not self.arm.poll() and was_connected:
                     self.anchor = None
+                    self.tape = []  # the firmware drops its queue when it holds: nothing is committed
                 st = self.arm.state() if self.arm.connected else None
                 if st is not None:
                     last_pos = st.pos
                 # 2. the world follows the arm; count whether each control step had a point to play
                 playing = st is not None and st.mode == 1 and st.playing != 0xFFFF
+                started = started or (playing and self.counters["chunks"] > 0)  # from the first point played
+                if started and was_playing and not playing and not self._no_more_chunks(next_chunk):
+                    self.log.write("underrun", step=self.steps, chunk_in_flight=self.worker.busy,
+                                   fw_mode=st.mode_name if st is not None else "link down")
+                was_playing = playing
                 for _ in range(ticks):
-                    if started and not (self.planner is not None and self.planner.done):
+                    # A step is owed a point from the first chunk on, until no further chunk will come;
+                    # after that only the steps still playing the last chunk are counted (all on time).
+                    if started and (not self._no_more_chunks(next_chunk) or playing):
                         self.steps_counted += 1
                         self.steps_on_time += int(playing)
                         self.counters["underrun_steps"] += int(not playing)
@@ -412,7 +438,6 @@ class Runtime:
                 r = self.worker.poll()
                 if r is not None:
                     self._commit(r)
-                    started = started or self.counters["chunks"] > 0
                 # 4. trigger the next one
                 if (not self.worker.busy and self.arm.connected and st is not None and st.received_at > self.last_send
                         and self.instruction is not None and (not cfg.max_chunks or next_chunk < cfg.max_chunks)):
@@ -426,7 +451,6 @@ class Runtime:
                             if cfg.sync:  # the baseline: nothing moves on until the chunk is there
                                 r = self.worker.poll(timeout=30.0)
                                 self._commit(r)
-                                started = True
                 if cfg.status:
                     bar.set_postfix_str(self._status(st), refresh=False)
                 # 5. the end
@@ -434,8 +458,8 @@ class Runtime:
                     return "success"
                 if self.steps >= cfg.max_steps or (self.world is not None and self.world.done):
                     return "step limit"
-                out_of_work = (self.planner is not None and self.planner.done) or (cfg.max_chunks and next_chunk >= cfg.max_chunks)
-                if out_of_work and not self.worker.busy and st is not None and self._remaining(st) == 0:
+                if (self._no_more_chunks(next_chunk) and st is not None and st.received_at > self.last_send
+                        and self._remaining(st) == 0):
                     drained_since = drained_since or now
                     if now - drained_since > 0.1:
                         return "plan done" if self.planner is not None and self.planner.done else "chunk limit"
@@ -443,6 +467,11 @@ class Runtime:
             return "interrupted"
         finally:
             bar.close()
+
+    def _no_more_chunks(self, next_chunk: int) -> bool:
+        """The plan is done (or the chunk limit reached) and nothing is being computed."""
+        limit = bool(self.cfg.max_chunks) and next_chunk >= self.cfg.max_chunks
+        return (limit or (self.planner is not None and self.planner.done)) and not self.worker.busy
 
     def _status(self, st) -> str:
         buf = "link down" if not self.arm.connected or st is None else f"fw {st.mode_name} buf {self._remaining(st)}"

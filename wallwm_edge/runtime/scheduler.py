@@ -10,11 +10,13 @@ Timeline at the control rate R (one chunk point per control step):
   observation and hands it to the worker thread (onnxruntime releases the GIL, so the control loop
   keeps stepping). `lead` covers the p99 of capture + mask + inference + bridge, measured online.
 - Real-time chunking, committed prefix frozen: the r points still queued at capture are committed;
-  they are never replaced (the new chunk starts "after" them). The new chunk was predicted from the
-  capture, so its first r actions cover time the committed prefix plays: they are dropped, and the rest
-  is anchored at the committed prefix's last target (actuation.ee_targets), so the path stays continuous.
-  (The sample graph integrates the whole flow inside ONNX, so the prefix cannot be inpainted during
-  denoising as in Black et al.'s RTC; freezing and aligning is the part that needs no graph change.)
+  they are never replaced (the new chunk starts "after" them). The new chunk is predicted from the
+  capture, so its first r actions cover the time the committed prefix plays. With the export's step
+  graph (rtc "inpaint", the default when it is there) the flow is integrated on board with those r rows
+  held at the committed actions after every step (Black et al.'s real-time chunking, hard-masked), so
+  the rest of the chunk is denoised to continue them; without it ("align") the sample graph runs
+  and the r rows are simply dropped. Either way the first r actions are not sent again and the rest is
+  anchored at the committed prefix's last target (actuation.ee_targets): the path stays continuous.
 - Overrun: a chunk not ready in time leaves the firmware without points: it plays what it has, then
   holds at the last point (underrun). A result older than `stale_s` is discarded and a fresh capture taken.
 - Synchronous baseline (`sync=True`): capture only when the firmware is idle and wait for the result,
@@ -44,6 +46,7 @@ class Job:
     t_capture: float
     capture_s: float
     delay_s: float = 0.0  # fault injection: extra inference time (an overrun)
+    prefix: np.ndarray | None = None  # (committed, A) raw actions still to play: inpainted around (step graph)
 
 
 @dataclass
@@ -89,7 +92,7 @@ class InferenceWorker:
                 t0 = time.perf_counter()
                 vm = self.masks.view_mask(job.cam_poses, job.T_base_flange) if self.masks is not None else None
                 t1 = time.perf_counter()
-                r.out = self.student.act(job.images, job.proprio, job.instruction, vm)
+                r.out = self.student.act(job.images, job.proprio, job.instruction, vm, prefix=job.prefix)
                 if job.delay_s:
                     time.sleep(job.delay_s)
                 t2 = time.perf_counter()
