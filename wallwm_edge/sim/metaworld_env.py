@@ -26,12 +26,16 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")  # must precede the first `import m
 if os.environ["MUJOCO_GL"] == "osmesa":
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
+import warnings  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from wallwm_edge.calibration.rig import Camera, Rig  # noqa: E402
 from wallwm_edge.errors import ConfigError  # noqa: E402
+
+# metaworld's scripted policies warn on every step that their gains saturate; the env clips, as intended.
+warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
 
 DEFAULT_VIEWS = ("corner", "topview", "gripperPOV")
 WRIST_BODY = "hand"  # the flange of the Meta-World Sawyer; cameras attached to it are wrist cameras
