@@ -75,3 +75,28 @@ def test_summary_numbers_match_report(tmp_path, student_dir, repeated_plan):
     assert ot["steps"] > 0 and np.isclose(ot["share"], ot["served"] / ot["steps"], atol=1e-4)
     # Synchronous: nothing is queued while a chunk is computed, so no committed prefix is ever skipped.
     assert all(c["committed"] == 0 for c in read_jsonl(out / "log.jsonl") if c["kind"] == "chunk")
+
+
+def test_robot_path_folder_cameras_and_rig_file(tmp_path, tiny_student):
+    """The on-robot configuration: recorded camera folders + a rig file, no simulated world; proprio and the
+    wrist camera's pose come from the firmware's reported EE pose."""
+    import cv2
+
+    from wallwm_edge.runtime.loop import RunConfig, run
+    from wallwm_edge.sim.metaworld_env import MetaWorldEnv, SimConfig
+
+    with MetaWorldEnv(SimConfig()) as env:
+        obs = env.reset(1)
+        rig = env.rig.save(tmp_path / "rig.json")
+        for i in range(2):
+            for v, name in enumerate(env.config.views):
+                (tmp_path / "cams" / name).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(tmp_path / "cams" / name / f"{i:03d}.png"), obs["images"][v][..., ::-1])
+            obs = env.step(env.expert_action())
+    res = run(RunConfig(student=str(tiny_student), source=f"folder:{tmp_path / 'cams'}", rig=str(rig), max_chunks=3,
+                        out=str(tmp_path / "out"), status=False, gif=False))
+    assert res.reason == "chunk limit" and res.report["counters"]["chunks"] == 3
+    assert "success" not in res.report  # no simulator: nothing to judge success by
+    assert res.report["latency"]["mask"]["n"] == 3
+    with pytest.raises(Exception, match="needs a rig file"):
+        run(RunConfig(student=str(tiny_student), source=f"folder:{tmp_path / 'cams'}", out=str(tmp_path / "norig"), status=False))

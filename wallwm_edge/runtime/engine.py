@@ -95,7 +95,8 @@ def find_student(path: str | os.PathLike, precision: str = "auto") -> Path:
     if p.is_file():
         return p
     if not p.is_dir():
-        raise ConfigError(f"student {p}: not found (pass --student with an exported student folder, .onnx or .json)")
+        raise ConfigError(f"student {p}: not found. Pass --student (an exported student folder, .onnx or .json), or make "
+                          f"one: `wallwm-edge distill ...` then `wallwm-edge export CHECKPOINT --out {p}`")
     import json
 
     found: dict[str, Path] = {}
