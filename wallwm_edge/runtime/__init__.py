@@ -1,1 +1,13 @@
-"""wallwm_edge.runtime"""
+"""wallwm_edge.runtime: the on-board loop (`wallwm-edge run` / `demo`), importable and runnable without torch.
+
+    loop.py        RunConfig, Runtime: the control loop, its end conditions, the report (start here)
+    sources.py     camera sources behind one ABC: simulated rig, OpenCV capture devices, image folders
+    engine.py      the exported student (ONNX + sidecar) on onnxruntime CPU or TensorRT; RTC inpainting
+    masks.py       sight-cone masks: cached for fixed cameras, per pose for the wrist camera
+    scheduler.py   inference worker thread, lead estimate, committed-prefix alignment
+    actuation.py   policy actions -> firmware EE targets; the simulated firmware's arm -> Meta-World hand
+    arm.py         the bridge session: simulated firmware on a pty by default, disconnect detection, reconnect
+    planner.py     next-event instructions from a plan file, the event registry or a prompt
+    report.py      JSONL log, latency percentiles and histogram, captioned multi-view GIF
+    cli.py         `wallwm-edge run` and `wallwm-edge demo`
+"""

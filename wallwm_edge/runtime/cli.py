@@ -71,7 +71,8 @@ def summary(result) -> str:
         lines.append(f"  task {r['task']}: success {r['success']}, Task Progress {r['task_progress']:.0f} "
                      f"({r['events_completed']}/{r['events_total']} events)")
     for ev in r.get("events", []):
-        lines.append(f"    event {ev['instruction']!r}: steps {ev['start']}-{ev['end']} ({ev['reason'] or 'running'})")
+        end = ev["end"] if ev["end"] is not None else "..."
+        lines.append(f"    event {ev['instruction']!r}: steps {ev['start']}-{end} ({ev['reason'] or 'not finished'})")
     ot = r["on_time"]
     if ot["steps"]:
         lines.append(f"  control steps served on time: {ot['served']}/{ot['steps']} = {100 * ot['share']:.1f}% at {r['rate_hz']:g} Hz ({r['scheduler']})")
