@@ -28,6 +28,7 @@ namespace {
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));
 typedef int32_t i16v __attribute__((vector_size(64)));
+typedef uint8_t u8x16 __attribute__((vector_size(16)));
 constexpr int kLanes = 16;  // query rows per tile = lanes per vector
 constexpr int kChunk = 64;  // keys per online-softmax step
 constexpr int kKeyTile = 8;  // keys per register tile of the score product
@@ -155,10 +156,9 @@ WALLWM_CLONES void tile(const float* q, const float* k, const float* v, int64_t 
     v16 ok[kChunk];
     v16 mx = splat(-INFINITY);
     for (int64_t c = 0; c < nc; ++c) {
-      uint8_t bytes[kLanes];
-      std::memcpy(bytes, maskT + int64_t(ck[c]) * Np + r0, kLanes);
-      v16 okc;
-      for (int r = 0; r < kLanes; ++r) okc[r] = bytes[r] ? 1.f : 0.f;
+      u8x16 bytes;
+      std::memcpy(&bytes, maskT + int64_t(ck[c]) * Np + r0, kLanes);  // maskT holds 0/1
+      v16 okc = __builtin_convertvector(bytes, v16);
       if (b0 != b1)  // the tile straddles block rows: honour each row's own block-mask entry
         for (int r = 0; r < nr; ++r)
           if (!bmask[((r0 + r) / block) * nb + ck[c] / block]) okc[r] = 0.f;
