@@ -91,6 +91,7 @@ class RunConfig:
     gif: bool = True
     status: bool = True
     stale_s: float = 1.0  # a chunk result older than this is discarded
+    max_frame_age_s: float = 1.0  # a dropped view may borrow its last good image up to this age (~a chunk)
     rtc: str = "auto"  # real-time chunking: inpaint (needs the step graph), align, auto (inpaint when possible)
     faults: Faults = field(default_factory=Faults)
 
@@ -100,10 +101,6 @@ class RunResult:
     out: Path
     reason: str
     report: dict
-
-
-class _Interrupted(Exception):
-    pass
 
 
 class Runtime:
@@ -284,7 +281,6 @@ class Runtime:
 
     def _capture(self, st, chunk_id: int):
         from wallwm_edge.runtime.scheduler import Job
-
         from wallwm_edge.runtime.sources import SimSource
 
         if chunk_id in self.cfg.faults.drop_frame and isinstance(self.source, SimSource):
@@ -294,14 +290,16 @@ class Runtime:
         cap_s = time.perf_counter() - t0
         images = frame.images
         for v in np.nonzero(~frame.ok)[0]:
+            # A dropped view borrows its last good image if that is recent (the scene barely moved); a camera
+            # that stays dark gets no stand-in: the capture is retried next step and the arm plays out its queue.
             self.counters["frames_dropped"] += 1
-            reuse = self.last_good is not None
+            reuse = self.last_good is not None and frame.t - self.last_good_t < self.cfg.max_frame_age_s
             if reuse:
                 images[v] = self.last_good[v]
             self.log.write("frame_dropped", sync=True, chunk=chunk_id, view=self.student.views[v], reused_previous=reuse)
             if not reuse:
-                return None  # nothing to stand in for it yet: try again next step
-        self.last_good = images.copy()
+                return None
+        self.last_good, self.last_good_t = images.copy(), frame.t
         self.stages["capture"].append(cap_s)
         proprio, T_flange = self._proprio_and_pose(st)
         committed = 0 if self.cfg.sync else self._remaining(st)
@@ -386,7 +384,7 @@ class Runtime:
         self.steps = 0
         self.anchor = None
         self.tape: list = []  # raw actions sent, in order (the committed prefix is its tail)
-        self.last_good = None
+        self.last_good, self.last_good_t = None, 0.0
         self.last_send = 0.0
         self.last_chunk = {}
         self.home()
