@@ -98,5 +98,5 @@ def test_robot_path_folder_cameras_and_rig_file(tmp_path, tiny_student):
     assert res.reason == "chunk limit" and res.report["counters"]["chunks"] == 3
     assert "success" not in res.report  # no simulator: nothing to judge success by
     assert res.report["latency"]["mask"]["n"] == 3
-    with pytest.raises(Exception, match="needs a rig file"):
+    with pytest.raises(Exception, match="needs a rig file"):  # the tiny export carries no rig in its sidecar
         run(RunConfig(student=str(tiny_student), source=f"folder:{tmp_path / 'cams'}", out=str(tmp_path / "norig"), status=False))

@@ -164,8 +164,13 @@ class Runtime:
             from wallwm_edge.calibration.rig import Rig
 
             rig = Rig.load(cfg.rig)
+        if rig is None and st.meta.get("rig"):  # the rig the student was trained with, carried by its sidecar
+            from wallwm_edge.calibration.rig import Rig
+
+            rig = Rig.from_json(st.meta["rig"], where=f"{st.meta['onnx_path']} sidecar rig: ")
         if rig is None:
-            raise ConfigError(f"camera source {cfg.source!r} needs a rig file (--rig rig.json from `wallwm-edge calibrate`)")
+            raise ConfigError(f"camera source {cfg.source!r} needs a rig file (--rig rig.json from `wallwm-edge calibrate`); "
+                              "the student's sidecar carries none")
         self.source = make_source(cfg.source, st.views, st.image_size, env=self.world.env if self.world else None)
         self.masks = MaskProvider(rig, st.views, st.patch, st.near, st.far, st.image_size)
         self.arm = ArmSession(cfg.port or None, fw_log=self.out / "fw.log", on_event=self._link_event)
