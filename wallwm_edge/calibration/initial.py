@@ -38,10 +38,19 @@ def board_node(sessions: list[Session], s: int, frame: str) -> tuple:
     return ("board", s, frame) if sessions[s].board_mount == "free" else ("board", s, None)
 
 
+def usable(view: View, board) -> bool:
+    """At least 6 corners, not all on one line (a single row of corners does not fix a plane's pose)."""
+    X = board.corners()[view.ids, :2]
+    return len(view.ids) >= 6 and np.linalg.svd(X - X.mean(0), compute_uv=False)[1] >= 0.5 * board.square_m
+
+
 def view_refs(sessions: list[Session]) -> list[ViewRef]:
+    """Every usable view, with its unknowns named (views with collinear corners are left out)."""
     refs = []
     for s, sess in enumerate(sessions):
         for v in sess.views:
+            if not usable(v, sess.board):
+                continue
             wrist, gripper = v.camera in sess.wrist, sess.board_mount == "gripper"
             F = np.eye(4)
             if wrist or gripper:
@@ -76,8 +85,7 @@ def intrinsics(sessions: list[Session], cam: str, size: tuple[int, int]) -> tupl
     for s in sessions:
         X = s.board.corners()
         for v in s.views_of(cam):
-            # OpenCV's homography initialisation asserts on views whose corners lie on one line
-            if len(v.ids) < 6 or np.linalg.svd(X[v.ids, :2] - X[v.ids, :2].mean(0), compute_uv=False)[1] < 0.5 * s.board.square_m:
+            if not usable(v, s.board):  # OpenCV's homography start asserts on corners along one line
                 continue
             views.append(v)
             obj.append(X[v.ids].astype(np.float32))
