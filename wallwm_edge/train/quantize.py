@@ -96,6 +96,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: I
     if not feeds:
         raise ConfigError("int8 calibration needs at least one batch of dataset inputs, got none")
     model = onnx.load(str(src))
+    fold_weight_transposes(model)
     excluded = kept_float(model, keep)
     reader = _Reader(feeds, _input_types(model))
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +124,49 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: I
     if quantized == 0:
         raise ConfigError(f"{dst}: quantization inserted no int8 nodes (are there MatMul/Gemm ops outside the action boundary?)")
     return {"excluded_nodes": excluded, "dequantize_nodes": quantized, "calibration_batches": len(feeds)}
+
+
+def fold_weight_transposes(model) -> int:
+    """Replace Transpose(initializer) by a transposed initializer; returns how many nodes were folded.
+
+    The dynamo exporter keeps `Transpose(W)` in front of a MatMul when W is used by several unrolled
+    flow steps (constant folding skips shared weights). The quantizer then sees an activation, not a
+    weight: it quantizes the Transpose's output on every call and keeps W in float32, so the file does
+    not shrink. Folding gives each weight one transposed initializer that all steps share.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    folded: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Transpose" and node.input[0] in inits:
+            perm = tuple(next((list(a.ints) for a in node.attribute if a.name == "perm"), []))
+            key = (node.input[0], perm)
+            if key not in folded:
+                w = numpy_helper.to_array(inits[node.input[0]])
+                name = f"{node.input[0]}_T" if not perm or perm == tuple(range(w.ndim))[::-1] else f"{node.input[0]}_T{''.join(map(str, perm))}"
+                t = numpy_helper.from_array(np.ascontiguousarray(w.transpose(perm or None)), name)
+                model.graph.initializer.append(t)
+                folded[key] = name
+            rename[node.output[0]] = folded[key]
+        else:
+            keep.append(node)
+    if not rename:
+        return 0
+    for node in keep:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+    for out in model.graph.output:
+        if out.name in rename:
+            raise ConfigError(f"graph output {out.name!r} is a transposed weight; cannot fold")
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    used = {i for n in model.graph.node for i in n.input}
+    live = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(live)
+    return len(rename)
 
 
 def _float_inputs(model, kept: set[str]) -> None:
