@@ -122,3 +122,28 @@ def test_int8_without_dataset_is_refused(exported, tmp_path):
     _, d, _, _ = exported
     with pytest.raises(ConfigError, match="int8 needs calibration batches from the dataset"):
         st.export_checkpoint(d, tmp_path, precisions=("fp32", "int8"), progress=False)
+
+
+def test_shared_transposed_weights_are_folded_once(tmp_path):
+    """Two unrolled steps reading Transpose(W) (what the dynamo exporter writes for shared weights)
+    become MatMuls on one transposed initializer, with identical outputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from wallwm_edge.train.quantize import fold_weight_transposes
+
+    W = np.random.default_rng(0).normal(size=(5, 5)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["W"], ["Wt1"]), helper.make_node("MatMul", ["x", "Wt1"], ["h"]),
+             helper.make_node("Transpose", ["W"], ["Wt2"]), helper.make_node("MatMul", ["h2", "Wt2"], ["y"]),
+             helper.make_node("Slice", ["h", "s", "e", "a"], ["h2"])]
+    consts = [numpy_helper.from_array(W, "W")] + [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("s", 0), ("e", 5), ("a", 1))]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])], consts)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    x = np.random.default_rng(1).normal(size=(2, 5)).astype(np.float32)
+    onnx.save(m, str(tmp_path / "a.onnx"))
+    before = onnx_export.run(onnx_export.session(tmp_path / "a.onnx"), {"x": x})["y"]
+    assert fold_weight_transposes(m) == 2
+    assert not [n for n in m.graph.node if n.op_type == "Transpose"]
+    assert [i.name for i in m.graph.initializer if i.name.startswith("W")] == ["W_T"]
+    onnx.save(m, str(tmp_path / "b.onnx"))
+    np.testing.assert_allclose(onnx_export.run(onnx_export.session(tmp_path / "b.onnx"), {"x": x})["y"], before, rtol=1e-6)
