@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     share_a, share_s = a["on_time"]["share"], s["on_time"]["share"]
     figures = {
         "student": a["student"],
+        "student_path": student,
+        "rtc": a["rtc"],
         "rate_hz": args.rate,
         "chunks_per_run": chunks,
         "chunk_inference_isolated_ms": {"p50": iso["p50_ms"], "p99": iso["p99_ms"], "n": iso["n"]},

@@ -60,8 +60,8 @@ def test_lead_and_align():
     lead = LeadEstimate(rate_hz=20.0, cap=8)
     assert lead.points == 4  # no history yet: floor + 2
     for _ in range(10):
-        lead.add(0.120)  # 120 ms pipeline at 20 Hz = 2.4 steps -> 3, + 1 margin
-    assert lead.points == 4
+        lead.add(0.120)  # 120 ms pipeline at 20 Hz = 2.4 steps -> 3, + 2 margin
+    assert lead.points == 5
     lead.add(5.0)  # one huge outlier: the p99 would ask for 100 points, the cap keeps fresh actions
     assert lead.points == 8
     assert align(16, 3) == 3 and align(4, 9) == 4 and align(8, 0) == 0

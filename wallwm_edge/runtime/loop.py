@@ -513,6 +513,7 @@ class Runtime:
             "task": self.cfg.task,
             "mode": "unified" if self.cfg.unified else "event",
             "scheduler": "sync" if self.cfg.sync else "async",
+            "rtc": "inpaint" if getattr(self, "inpaint", False) else "align",
             "rate_hz": self.cfg.rate_hz,
             "steps": getattr(self, "steps", 0),
             "latency": lat,

@@ -113,7 +113,9 @@ class LeadEstimate:
 
     rate_hz: float
     cap: int  # at most this many points: half the horizon, so every chunk keeps fresh actions to execute
-    margin: int = 1
+    # +2 points: the point in progress may be almost played, and the loop looks only once per step (and at a
+    # STATE up to one feedback period old), so "r points left" can mean r - 2 points of time.
+    margin: int = 2
     floor: int = 2
     samples: list = field(default_factory=list)
 
