@@ -108,3 +108,16 @@ def test_distill_cli_end_to_end_and_clear_errors(teacher_run, synthetic_dataset,
     rc = main(["distill", "--teacher", str(teacher_run), "--data", str(synthetic_dataset), "--out", str(tmp_path / "y"),
                "--preset", "tiny", "--student-steps", "3", "--text-encoder", "hash"])
     assert rc == 2 and "multiple of student steps 3" in capsys.readouterr().err
+
+
+def test_warm_start_from_a_previous_student_and_slice_init(teacher_run, synthetic_dataset, tmp_path):
+    first = Distiller(teacher_run, synthetic_dataset, tmp_path / "a", dcfg(steps=30), embed=hash_embedder(), progress=False)
+    first.run()
+    warm = Distiller(teacher_run, synthetic_dataset, tmp_path / "b", dcfg(steps=1, init=str(tmp_path / "a")), embed=hash_embedder(), progress=False)
+    for k, v in first.student.state_dict().items():
+        torch.testing.assert_close(warm.student.state_dict()[k], v)
+    sliced = Distiller(teacher_run, synthetic_dataset, tmp_path / "c", dcfg(steps=1, init="slice"), embed=hash_embedder(), progress=False)
+    t = sliced.teacher.state_dict()
+    torch.testing.assert_close(sliced.student.state_dict()["action_out.weight"], t["action_out.weight"])  # same preset: a copy
+    with pytest.raises(ConfigError, match="init must be"):
+        Distiller(teacher_run, synthetic_dataset, tmp_path / "d", dcfg(init="nowhere"), embed=hash_embedder(), progress=False)

@@ -207,8 +207,17 @@ def make_student(teacher: WallWM, preset: str | ModelConfig, steps: int, init: s
             sstate[k] = tstate[k].clone()
     if init == "slice":
         sstate.update(slice_init(tstate, sstate, t.depth, cfg.depth))
-    elif init != "scratch":
-        raise ConfigError(f"init must be 'scratch' or 'slice', got {init!r}")
+    elif init != "scratch":  # a previous student's checkpoint: warm start (e.g. a newer teacher of the same data)
+        p = Path(init)
+        if not (p.is_file() or (p / MODEL_FILE).is_file()):
+            raise ConfigError(f"init must be 'scratch', 'slice' or a student checkpoint, got {init!r} (not found)")
+        prev, _ = load_teacher(p)
+        if prev.cfg.name != cfg.name:
+            raise ConfigError(f"{p}: init checkpoint is a {prev.cfg.name!r} model, the student preset is {cfg.name!r}")
+        init_state = {k: v for k, v in prev.state_dict().items() if not k.startswith(SHARED_BUFFERS)}
+        probe = WallWM(cfg)
+        load_state_strict(probe, init_state | {k: v for k, v in sstate.items() if k.startswith(SHARED_BUFFERS)}, str(p))
+        sstate.update(init_state)
     student.load_state_dict(sstate)
     return student
 
@@ -323,7 +332,8 @@ class DistillConfig:
     warmup: int = 50
     grad_clip: float = 1.0
     optimizer: str = "adamw"
-    init: str = "scratch"  # "scratch" or "slice" (cut the teacher's weights to the student's shapes)
+    init: str = "scratch"  # "scratch", "slice" (cut the teacher's weights to the student's shapes), or a
+    #                        student checkpoint to warm-start from (e.g. re-distilling from a newer teacher)
     seed: int = 0
     track: str = "subtask"
     ckpt_every: int = 200

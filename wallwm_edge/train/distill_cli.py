@@ -51,7 +51,8 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
-    p.add_argument("--init", default="scratch", choices=["scratch", "slice"], help="student init: scratch, or slices of the teacher's weights")
+    p.add_argument("--init", default="scratch", help="student init: scratch (default), slice (cut from the teacher's weights), "
+                   "or a student checkpoint to warm-start from (e.g. re-distilling from a newer teacher)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--stop-at", type=int, default=None, help="stop (and checkpoint) at this step; --resume later")
