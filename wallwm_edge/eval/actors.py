@@ -62,10 +62,14 @@ class CheckpointActor:
     name = "checkpoint"
     needs_images = True
 
-    def __init__(self, path, flow_steps: int | None = None, seed: int = 0):
+    def __init__(self, path, flow_steps: int | None = None, seed: int = 0, embed=None):
+        """`embed`: texts -> (N, 384) embeddings; None = the policy's sentence encoder (all-MiniLM-L6-v2).
+        A checkpoint trained with `--text-encoder hash` must be evaluated with the hash embedder."""
         from wallwm_edge.model.policy import Policy
 
         self.path = str(path)
+        self.embed = embed
+        self._cache: dict[str, np.ndarray] = {}
         self.policy = Policy.from_checkpoint(path, steps=flow_steps, seed=seed)
         cfg = self.policy.cfg
         self.mode = cfg.mode
@@ -83,6 +87,10 @@ class CheckpointActor:
         pass
 
     def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, bool]:
+        if self.embed is not None:
+            if instruction not in self._cache:
+                self._cache[instruction] = np.asarray(self.embed([instruction]), np.float32).reshape(-1)
+            instruction = self._cache[instruction]
         out = self.policy.act({"images": obs["images"], "proprio": obs["proprio"], "cam_poses": obs["cam_poses"],
                                "instruction": instruction})
         chunk = np.asarray(out["chunk"], np.float32)
@@ -92,10 +100,15 @@ class CheckpointActor:
         return chunk, ended
 
 
-def make_actor(spec: str, flow_steps: int | None = None, seed: int = 0):
+def make_actor(spec: str, flow_steps: int | None = None, seed: int = 0, text_encoder: str = "minilm"):
     """'expert', 'noop', or a checkpoint path (file or run folder)."""
     if spec == "expert":
         return ExpertActor()
     if spec == "noop":
         return NoopActor()
-    return CheckpointActor(spec, flow_steps=flow_steps, seed=seed)
+    embed = None
+    if text_encoder == "hash":
+        from wallwm_edge.train.samples import hash_embedder
+
+        embed = hash_embedder()
+    return CheckpointActor(spec, flow_steps=flow_steps, seed=seed, embed=embed)

@@ -40,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--jitter-rot", type=float, default=3.0, help="novel_scene camera rotation jitter, degrees (default 3)")
     p.add_argument("--flow-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the paraphrase draws and the policy's noise (default 0)")
+    p.add_argument("--text-encoder", default="minilm", choices=["minilm", "hash"],
+                   help="instruction encoder the checkpoint was trained with (default minilm; hash for --text-encoder hash runs)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--out", default=None, help="write the results JSON here")
     p.set_defaults(func=run)
@@ -82,7 +84,7 @@ def run(args) -> int:
     cfg = EvalConfig(splits=_list(args.splits), tasks=_list(args.tasks), episodes=args.episodes, max_steps=args.max_steps,
                      event_cap=args.event_cap, image_size=image_size, jitter_pos_m=args.jitter_pos, jitter_rot_deg=args.jitter_rot,
                      train_seed=train_seed or 0, seed=args.seed, exclude_seeds=exclude)
-    actor = make_actor(args.policy, flow_steps=args.flow_steps, seed=args.seed)
+    actor = make_actor(args.policy, flow_steps=args.flow_steps, seed=args.seed, text_encoder=args.text_encoder)
     results = evaluate(actor, cfg, plans=plans)
     summary = summarize(results)
     print(format_table(summary))

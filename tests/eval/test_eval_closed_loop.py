@@ -1,0 +1,162 @@
+"""Closed-loop evaluation in real Meta-World: the metric on reference policies, and bad inputs.
+
+The scripted expert must score 100 Task Progress (and drive the planner through every event by its
+end-of-event signal); a do-nothing policy must score 0 (and only advance by the safety cap).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from wallwm_edge.errors import ConfigError, WallwmError
+from wallwm_edge.eval.actors import CheckpointActor, ExpertActor, NoopActor
+from wallwm_edge.eval.closed_loop import EvalConfig, evaluate, registry_plans
+from wallwm_edge.eval.progress import ProgressTracker
+from wallwm_edge.eval.report import summarize
+
+TASK = "pick-place-v3"  # three events: reach, grasp, carry
+
+
+def test_expert_scores_full_progress_and_signals_every_event():
+    [r] = evaluate(ExpertActor(), EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1), progress=False)
+    assert r.success and r.events_completed == r.events_total == 3 and r.progress == 100.0
+    assert [e["key"] for e in r.events] == ["reach:puck", "grasp:puck", "carry:puck@target"]
+    # the planner advanced on the expert's end-of-event signal, not on the safety cap
+    assert [e["reason"] for e in r.events[:2]] == ["signalled", "signalled"]
+    done = [e["completed_at"] for e in r.events]
+    assert done == sorted(done) and done[-1] == r.steps
+
+
+def test_noop_scores_zero_and_planner_advances_by_cap():
+    cfg = EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1, max_steps=60, event_cap=20)
+    [r] = evaluate(NoopActor(), cfg, progress=False)
+    assert not r.success and r.events_completed == 0 and r.progress == 0.0
+    assert [e["reason"] for e in r.events] == ["cap", "cap", "cap"]
+    assert [(e["start"], e["end"]) for e in r.events] == [(0, 20), (20, 40), (40, 60)]
+    s = summarize([r])
+    assert s["seen"]["task_progress"] == 0.0 and s["seen"]["success_rate"] == 0.0
+
+
+def test_progress_is_in_order_and_partial():
+    # A hand placed on the object without grasping it completes "reach" only: 1 of 3 events.
+    t = ProgressTracker(TASK)
+    state = np.zeros(39)
+    state[4:7] = [0.0, 0.6, 0.02]
+    t.update({"state": state, "success": False, "step": 0})
+    state = state.copy()
+    state[:3] = [0.0, 0.6, 0.05]  # 3 cm above the puck, fingers open
+    state[3] = 1.0
+    assert t.update({"state": state, "success": False, "step": 5}) == 1
+    assert t.progress == pytest.approx(100 / 3)
+    # success latches every event, in order
+    assert t.update({"state": state, "success": True, "step": 9}) == 3
+    assert t.completed_at == [5, 9, 9]
+
+
+def test_registry_plans_cover_every_task_with_heldout_texts():
+    from wallwm_edge.events.vocab import TASKS, caption
+
+    plans = registry_plans("heldout", seed=0)
+    assert set(plans) == set(TASKS)
+    for task, plan in plans.items():
+        for step in plan.steps:
+            assert step.instruction in caption(step.key).heldout_paraphrases
+
+
+# ---------------------------------------------------------------- checkpoints and bad input
+
+VIEWS = ("corner", "topview", "gripperPOV")
+
+
+def _checkpoint(path, views=VIEWS, action_dim=4, size=(32, 32)):
+    from wallwm_edge.data.synthetic import synthetic_rig
+    from wallwm_edge.model.checkpoint import save_model
+    from wallwm_edge.model.denoiser import WallWM
+    from wallwm_edge.model.presets import resolve
+
+    cfg = resolve("tiny", views=views, image_size=size, action_dim=action_dim, proprio_dim=4)
+    rig = synthetic_rig(views=views, image_size=size)
+    return save_model(path, WallWM(cfg), {"step": 0, "rig": rig.to_json()})
+
+
+@pytest.fixture(scope="module")
+def hash_embed():
+    from wallwm_edge.train.samples import hash_embedder
+
+    return hash_embedder()
+
+
+def test_untrained_checkpoint_runs_closed_loop_from_renders(tmp_path, hash_embed):
+    # The real Policy on real renders: wiring only (an untrained model), so no figure is asserted.
+    actor = CheckpointActor(_checkpoint(tmp_path / "m.safetensors"), embed=hash_embed)
+    cfg = EvalConfig(splits=("novel_scene",), tasks=(TASK,), episodes=1, max_steps=12, event_cap=6)
+    [r] = evaluate(actor, cfg, progress=False)
+    assert 1 <= r.steps <= 12 and r.split == "novel_scene" and 0 <= r.progress <= 100
+    ended = [e for e in r.events if e.get("end") is not None]
+    assert ended and all(e["end"] - e["start"] <= 6 for e in ended)  # the cap bounds every event
+
+
+def test_checkpoint_view_count_mismatch_is_a_clear_error(tmp_path, hash_embed):
+    actor = CheckpointActor(_checkpoint(tmp_path / "m.safetensors"), embed=hash_embed)
+    with pytest.raises(ConfigError, match=r"checkpoint expects 3 views .* 2 views"):
+        actor.check_env(("corner", "topview"), 4, 4, (32, 32))
+    with pytest.raises(ConfigError, match="action dim 4.* action dim 6"):
+        actor.check_env(VIEWS, 6, 4, (32, 32))
+
+
+def test_checkpoint_action_dim_differs_from_env(tmp_path, hash_embed):
+    actor = CheckpointActor(_checkpoint(tmp_path / "m.safetensors", action_dim=6), embed=hash_embed)
+    with pytest.raises(ConfigError, match="action dim is 6.*Meta-World env's is 4"):
+        evaluate(actor, EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1), progress=False)
+
+
+def test_checkpoint_camera_missing_from_sim_is_a_clear_error(tmp_path, hash_embed):
+    actor = CheckpointActor(_checkpoint(tmp_path / "m.safetensors", views=("corner", "wristcam")), embed=hash_embed)
+    with pytest.raises(ConfigError, match=r"unknown camera\(s\) \['wristcam'\]"):
+        evaluate(actor, EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1), progress=False)
+
+
+def test_bad_split_task_and_episodes():
+    with pytest.raises(ConfigError, match="unknown split 'nonsense'"):
+        evaluate(NoopActor(), EvalConfig(splits=("nonsense",)), progress=False)
+    with pytest.raises(ConfigError, match="not in the event registry"):
+        evaluate(NoopActor(), EvalConfig(tasks=("fly-v3",)), progress=False)
+    with pytest.raises(ConfigError, match="episodes must be >= 1"):
+        evaluate(NoopActor(), EvalConfig(episodes=0), progress=False)
+
+
+def test_cli_prints_table_and_writes_json(tmp_path, capsys):
+    from wallwm_edge.cli import main
+
+    out = tmp_path / "ev.json"
+    rc = main(["eval", "expert", "--splits", "heldout_task", "--tasks", "push-wall-v3", "--episodes", "1", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "heldout_task" in text and "push-wall-v3" in text and "100.0" in text
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "wallwm-eval/1" and doc["mode"] == "event"
+    assert doc["summary"]["heldout_task"]["tasks"]["push-wall-v3"]["task_progress"] == 100.0
+    assert doc["summary"]["generalization"]["splits"] == ["heldout_task"]
+    assert len(doc["episodes"]) == 1 and doc["episodes"][0]["progress"] == 100.0
+
+
+def test_cli_bad_checkpoint_path_is_one_line(tmp_path, capsys):
+    from wallwm_edge.cli import main
+
+    assert main(["eval", str(tmp_path / "missing.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint not found" in err and "Traceback" not in err
+
+
+def test_plan_file_for_unknown_task(tmp_path, capsys):
+    from wallwm_edge.cli import main
+
+    f = tmp_path / "plan.json"
+    f.write_text(json.dumps({"reach-v3": ["reach:target"]}))
+    assert main(["eval", "expert", "--plan", str(f), "--splits", "seen", "--tasks", TASK, "--episodes", "1"]) == 2
+    assert "no plan for task 'pick-place-v3'" in capsys.readouterr().err
+
+
+def test_errors_are_wallwm_errors():
+    assert issubclass(ConfigError, WallwmError)
