@@ -93,3 +93,18 @@ def test_sigint_holds_and_writes_report(tmp_path, student_dir, repeated_plan):
     fw = (out / "fw.log").read_text()
     assert re.search(r"^\d+ hold faults=", fw, re.M)  # the HOLD reached the firmware
     assert (out / "episode.gif").exists() and (out / "latency.png").exists()
+
+
+def test_interactive_prompt_drives_the_events(tmp_path, tiny_student):
+    """An operator types the next events (a key or a caption); an unknown one is refused and asked again."""
+    out = tmp_path / "ask"
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE_MAIN, "run", "--student", str(tiny_student), "--interactive",
+                           "--event-cap", "10", "--out", str(out), "--no-status", "--no-gif"],
+                          input="reach the puck\njuggle the puck\ngrasp:puck\n\n", env=runtime_env(), capture_output=True,
+                          text=True, timeout=120, cwd=HERE.parent.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not in the student's caption table" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["reason"] == "plan done"
+    assert [e["instruction"] for e in report["events"]] == ["reach the puck", "grasp the puck"]
+    assert all(e["end"] - e["start"] <= 10 for e in report["events"])  # the cap moved each event along
