@@ -20,6 +20,14 @@ def tiny_student() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_unified_student() -> Path:
+    """The same, in unified mode (task instruction, fixed-length chunks, K reasoning states)."""
+    from runtime_student import cached_tiny_student
+
+    return cached_tiny_student("unified")
+
+
+@pytest.fixture(scope="session")
 def student_dir(request) -> Path:
     """The shipped student when checkpoints/student holds one, else the tiny export."""
     return shipped_student() or request.getfixturevalue("tiny_student")

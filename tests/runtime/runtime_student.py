@@ -78,19 +78,19 @@ def export_tiny_student(out_dir: Path, mode: str = "event", image_size=(96, 96),
     return onnx_path
 
 
-def cached_tiny_student() -> Path:
+def cached_tiny_student(mode: str = "event") -> Path:
     """The tiny export in cache_dir(), built in a private folder and renamed into place (atomic: a
     concurrent test run never sees half an export)."""
     import os
     import shutil
     import tempfile
 
-    final = cache_dir()
+    final = cache_dir() if mode == "event" else cache_dir().with_name(cache_dir().name + f"-{mode}")
     if (final / "student.sample.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    export_tiny_student(tmp)
+    export_tiny_student(tmp, mode=mode)
     try:
         os.rename(tmp, final)
     except OSError:  # another run got there first

@@ -100,3 +100,17 @@ def test_robot_path_folder_cameras_and_rig_file(tmp_path, tiny_student):
     assert res.report["latency"]["mask"]["n"] == 3
     with pytest.raises(Exception, match="needs a rig file"):  # the tiny export carries no rig in its sidecar
         run(RunConfig(student=str(tiny_student), source=f"folder:{tmp_path / 'cams'}", out=str(tmp_path / "norig"), status=False))
+
+
+def test_unified_mode_fixed_chunks_from_the_task_instruction(tmp_path, tiny_unified_student):
+    from wallwm_edge.runtime.loop import RunConfig, run
+
+    res = run(RunConfig(student=str(tiny_unified_student), unified=True, max_chunks=3, out=str(tmp_path / "u"),
+                        status=False, gif=False))
+    assert res.reason == "chunk limit" and res.report["mode"] == "unified"
+    chunks = [json.loads(x) for x in (tmp_path / "u" / "log.jsonl").read_text().splitlines() if '"chunk"' in x]
+    chunks = [c for c in chunks if c["kind"] == "chunk"]
+    assert [c["instruction"] for c in chunks] == ["pick up the puck and place it at the target"] * 3
+    assert all(c["length"] == 8 and not c["event_end"] for c in chunks)  # fixed length: the whole horizon
+    with pytest.raises(Exception, match="unified-mode student: run it with --unified"):
+        run(RunConfig(student=str(tiny_unified_student), out=str(tmp_path / "e"), status=False))
