@@ -50,7 +50,7 @@ def train_one(data, out, optimizer: str, args) -> dict:
     from wallwm_edge.train.trainer import LOG_FILE, TrainConfig, Trainer
 
     torch.set_num_threads(args.threads)
-    tcfg = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=optimizer,
+    tcfg = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=optimizer, muon_lr=args.muon_lr,
                        warmup=max(1, args.steps // 20), seed=args.seed, log_every=1, ckpt_every=10**9)
     embed = hash_embedder() if args.text_encoder == "hash" else default_embedder()
     tr = Trainer(data, out, tcfg, embed=embed, progress=not args.no_progress)
@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default=None, help="model preset (default: student; tiny with --quick)")
     p.add_argument("--steps", type=int, default=None, help="steps per optimizer (default 300; 40 with --quick)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (both runs)")
+    p.add_argument("--muon-lr", type=float, default=None, help="Muon learning rate (default: --lr)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-batches", type=int, default=8)
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
 
     a, m = runs["adamw"], runs["muon"]
     figures = {
-        "preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "params": a["params"],
+        "preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "muon_lr": args.muon_lr or args.lr, "params": a["params"],
         "data": str(args.data or "generated: pick-place-v3, drawer-open-v3 x 2 episodes, 64x64"),
         "adamw_eval_loss": a["eval"]["loss"], "muon_eval_loss": m["eval"]["loss"],
         "muon_over_adamw_eval_loss": m["eval"]["loss"] / a["eval"]["loss"],

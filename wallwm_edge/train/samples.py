@@ -170,9 +170,12 @@ class SampleSource:
         return np.concatenate(out)
 
     # ------------------------------------------------------------------ sampling
-    def plan(self, rng: np.random.Generator, batch: int, position: int = 0) -> list[tuple[int, int, int]]:
+    def plan(self, rng: np.random.Generator, batch: int, position: int | None = None) -> list[tuple[int, int, int]]:
         """The global batch's random choices: (item, frame, text index) per row. Items come from the
-        cluster-balanced sequence at `position` .. `position + batch`; frame and text from `rng`."""
+        cluster-balanced sequence at `position` .. `position + batch` (None: a position drawn from
+        `rng`); frame and text from `rng`."""
+        if position is None:
+            position = int(rng.integers(1 << 40))
         rows = []
         for i in range(batch):
             j = self._draw(position + i)
