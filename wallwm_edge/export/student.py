@@ -232,23 +232,24 @@ def load_for_export(path: str | os.PathLike) -> tuple[WallWM, dict]:
 
 
 def caption_table(source=None, embed=None, cfg=None) -> dict[str, np.ndarray]:
-    """caption -> embedding of every known event caption (the dataset's canonical captions when a
-    SampleSource is given, else the event vocabulary's), embedded with the training encoder."""
+    """caption -> embedding of every known event caption: the dataset's canonical captions (when a
+    SampleSource is given) and the event vocabulary's (registry subtasks, actions, segments), embedded
+    with the training encoder. Paraphrases are left to the on-board encoder: the table stays small."""
+    table: dict[str, np.ndarray] = {}
     if source is not None:
-        caps = sorted({it.texts[0] for it in source.items})
-        return {c: source.embedding[c] for c in caps}
+        table.update({c: source.embedding[c] for c in sorted({it.texts[0] for it in source.items})})
     if embed is None:
-        return {}
+        return table
     from wallwm_edge.events import vocab
 
     keys = {k for task in vocab.TASKS for k in vocab.subtask_keys(task)} | set(vocab.action_keys()) | set(vocab.segment_keys())
-    caps = sorted({vocab.caption(k).text for k in keys})
-    if not caps:
-        return {}
-    emb = np.asarray(embed(caps), np.float32)
-    if cfg is not None and emb.shape[1] != cfg.instruction_dim:
-        raise ConfigError(f"text encoder gives {emb.shape[1]}-d embeddings, the checkpoint expects {cfg.instruction_dim}")
-    return dict(zip(caps, emb))
+    caps = sorted({vocab.caption(k).text for k in keys} - set(table))
+    if caps:
+        emb = np.asarray(embed(caps), np.float32)
+        if cfg is not None and emb.shape[1] != cfg.instruction_dim:
+            raise ConfigError(f"text encoder gives {emb.shape[1]}-d embeddings, the checkpoint expects {cfg.instruction_dim}")
+        table.update(zip(caps, emb))
+    return dict(sorted(table.items()))
 
 
 def gate_feeds_for(cfg, kind: str, source, samples: int, batch: int, seed: int) -> list[dict[str, np.ndarray]]:
