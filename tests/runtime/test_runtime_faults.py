@@ -26,9 +26,11 @@ def fw_events(path):
     return out
 
 
-def test_drop_overrun_disconnect(tmp_path, student_dir, repeated_plan):
+def test_drop_overrun_disconnect(tmp_path, tiny_student, repeated_plan):
+    # The tiny export: its events never end by themselves, so every chunk is sent in full and the
+    # firmware log has a chunk to point at for each drill, whatever the shipped student would signal.
     out = tmp_path / "drill"
-    r = run_cli(["run", "--student", str(student_dir), "--plan", str(repeated_plan), "--event-cap", "24",
+    r = run_cli(["run", "--student", str(tiny_student), "--plan", str(repeated_plan), "--event-cap", "24",
                  "--max-chunks", "9", "--out", str(out), "--no-status", "--no-gif",
                  "--inject", "drop_frame@1", "--inject", "overrun@3:0.6", "--inject", "disconnect@5:0.7"],
                 runtime_env(), timeout=150)
