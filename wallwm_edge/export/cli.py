@@ -54,9 +54,11 @@ def source_for(checkpoint, data, text_encoder: str, track: str = "subtask"):
     from wallwm_edge.model.presets import ModelConfig
     from wallwm_edge.train.samples import SampleSource, default_embedder, hash_embedder
 
-    cfg = ModelConfig.from_json(read_header(checkpoint)["config"])
+    header = read_header(checkpoint)
+    cfg = ModelConfig.from_json(header["config"])
+    split = header.get("train_config", {}).get("split")  # calibrate and gate on the checkpoint's training split
     embed = hash_embedder() if text_encoder == "hash" else default_embedder()
-    return SampleSource(Dataset.open(data), cfg, embed, track, None, False), embed
+    return SampleSource(Dataset.open(data), cfg, embed, track, split, False), embed
 
 
 def run(args) -> int:

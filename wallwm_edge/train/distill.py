@@ -336,6 +336,7 @@ class DistillConfig:
     #                        student checkpoint to warm-start from (e.g. re-distilling from a newer teacher)
     seed: int = 0
     track: str = "subtask"
+    split: str | None = "auto"  # episodes with this split tag only; "auto": the teacher's training split
     ckpt_every: int = 200
     label_batch: int = 32
 
@@ -431,7 +432,9 @@ class Distiller:
         self.K = int(dcfg.teacher_steps or tcfg.flow_steps)
         self.S = int(dcfg.student_steps)
         self.student = make_student(self.teacher, dcfg.student_preset, self.S, dcfg.init, dcfg.seed)
-        self.source = SampleSource(ds, tcfg, embed or default_embedder(), dcfg.track, None, True)
+        # The teacher's training split by default: labelling held-out-task episodes would leak them.
+        self.split = self.theader.get("train_config", {}).get("split") if dcfg.split == "auto" else dcfg.split
+        self.source = SampleSource(ds, tcfg, embed or default_embedder(), dcfg.track, self.split, True)
         self.rig_json = self.source.episodes[0].rig.to_json()
         self.targets = self._targets("train", dcfg.samples, dcfg.seed + 1)
         self.eval_targets = self._targets("eval", dcfg.eval_samples, dcfg.seed + 2)
@@ -450,7 +453,7 @@ class Distiller:
 
     def _targets(self, split: str, n: int, seed: int) -> dict[str, torch.Tensor]:
         key = {"teacher": self.theader["sha256"], "dataset": self.fingerprint, "K": self.K, "S": self.S, "n": n, "seed": seed,
-               "track": self.dcfg.track, "split": split}
+               "track": self.dcfg.track, "episodes": self.split, "split": split}
         path = self.out / f"{split}_{TARGETS_FILE}"
         cached = load_targets(path, key)
         if cached is not None:
@@ -492,7 +495,8 @@ class Distiller:
         self.out.mkdir(parents=True, exist_ok=True)
         meta = {
             "step": self.step,
-            "dataset": self.dataset_meta,
+            "dataset": self.dataset_meta | {"split": self.split, "episodes": len(self.source.episodes)},
+            "train_config": {"split": self.split, "track": self.dcfg.track},
             "rig": self.rig_json,
             "autoencoder_explained_variance": self.theader.get("autoencoder_explained_variance"),
             "params": sum(p.numel() for p in self.student.parameters()),

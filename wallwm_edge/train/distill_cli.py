@@ -61,6 +61,7 @@ def register(sub) -> None:
     p.add_argument("--key-map", default=None, help="external teacher: key-map JSON or python:module:function")
     p.add_argument("--text-encoder", default="minilm", choices=["minilm", "hash"], help="must match the teacher's training (default minilm)")
     p.add_argument("--track", default="subtask")
+    p.add_argument("--split", default="auto", help="episodes with this split tag (default auto: the teacher's training split; 'all' for every episode)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.set_defaults(func=run_distill)
 
@@ -99,7 +100,8 @@ def run_distill(args) -> int:
         dcfg = DistillConfig(student_preset=args.preset, student_steps=args.student_steps, teacher_steps=args.teacher_steps,
                              samples=args.samples, eval_samples=args.eval_samples, steps=args.steps or 1000,
                              batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, optimizer=args.optimizer,
-                             init=args.init, seed=args.seed, track=args.track, ckpt_every=args.ckpt_every)
+                             init=args.init, seed=args.seed, track=args.track, ckpt_every=args.ckpt_every,
+                             split=None if args.split == "all" else args.split)
     embed = hash_embedder() if args.text_encoder == "hash" else default_embedder()
     d = Distiller(args.teacher, args.data, args.out, dcfg, embed=embed, key_map=KeyMap.load(args.key_map),
                   teacher_config=teacher_cfg, resume=args.resume, text_encoder=args.text_encoder)
@@ -139,7 +141,7 @@ def run_quantize(args) -> int:
     parent = read_sidecar(args.onnx)
     encoder = args.text_encoder or parent.get("text_encoder") or "minilm"
     model, header = st.load_for_export(args.checkpoint)
-    source, _ = source_for(args.checkpoint, args.data, encoder, args.track)
+    source, _ = source_for(args.checkpoint, args.data, encoder, args.track)  # the checkpoint's training split
     kind = parent["kind"]
     calib = st.dataset_feeds(model.cfg, source, args.calib_samples, args.batch, args.seed + 200, kind)
     gate = st.gate_feeds_for(model.cfg, kind, source, args.gate_samples, args.batch, args.seed + 100)
