@@ -109,3 +109,22 @@ def test_board_sheet_and_bad_board_file(tmp_path):
         Board.load(bad)
     with pytest.raises(DataError, match="board file not found"):
         Board.load(tmp_path / "nope.json")
+
+
+def test_checkerboard_corners_in_board_order():
+    """findChessboardCornersSB may return the grid turned by 180 degrees; the detector puts it back."""
+    from wallwm_edge.calibration.detect import Detector
+
+    board = Board.load("checker_a4")
+    scene = S.make_scene(S.SceneConfig(n_cameras=1, layout="none", board_mount="free", n_frames=6, seed=3, board_distance=(0.3, 0.5), tilt_deg=(10, 40)), board)
+    cam, det, X = scene.rig.cameras[0], Detector(board), board.corners()
+    found = 0
+    for T in scene.T_base_board.values():
+        ids, uv, _, _ = det(S.render_view(board, cam, cam.T_base_cam, T))
+        if len(ids):
+            truth, _ = cam.project(X @ T[:3, :3].T + T[:3, 3])
+            assert np.median(np.linalg.norm(truth[ids] - uv, axis=1)) < 0.2
+            found += 1
+    assert found >= 3
+    with pytest.raises(DataError, match="one odd and one even side"):
+        Board("sym", "checkerboard", 8, 6, 0.03).validate()

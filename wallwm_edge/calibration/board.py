@@ -46,6 +46,9 @@ class Board:
             raise DataError(f"{w}: fields 'squares_x'/'squares_y' must be >= 3, got {self.squares_x}x{self.squares_y}")
         if not self.square_m > 0:
             raise DataError(f"{w}: field 'square_m' must be positive (metres), got {self.square_m}")
+        if self.type == "checkerboard" and (self.squares_x + self.squares_y) % 2 == 0:
+            raise DataError(f"{w}: a checkerboard needs one odd and one even side (e.g. 10x7 squares), got {self.squares_x}x{self.squares_y}: "
+                            "otherwise it looks the same turned by 180 degrees and cameras disagree on its corner order")
         if self.type == "charuco":
             if not 0 < self.marker_m < self.square_m:
                 raise DataError(f"{w}: field 'marker_m' must be in (0, square_m={self.square_m}), got {self.marker_m}")

@@ -35,9 +35,7 @@ class Detector:
 
         self.board, self.cv2 = board, cv2
         if board.type == "charuco":
-            params = cv2.aruco.CharucoParameters()
-            params.minMarkers = 1
-            self.charuco = cv2.aruco.CharucoDetector(board.cv_board(), params)
+            self.charuco = cv2.aruco.CharucoDetector(board.cv_board())  # a corner needs both neighbouring markers
         self.X = board.corners()
 
     def __call__(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, list[int]]:
@@ -52,7 +50,19 @@ class Detector:
         ok, corners = cv2.findChessboardCornersSB(gray, self.board.inner, flags=cv2.CALIB_CB_EXHAUSTIVE | cv2.CALIB_CB_ACCURACY)
         if not ok:
             return np.zeros(0, np.int64), np.zeros((0, 2)), 0, []
-        return np.arange(self.board.n_corners), corners.reshape(-1, 2).astype(np.float64), 0, []
+        uv = corners.reshape(-1, 2).astype(np.float64)
+        # OpenCV may return the grid turned by 180 degrees; our boards have one odd and one even side, so the
+        # square diagonal from corner 0 into the grid must be black (as printed): sample it and its white neighbour
+        H, _ = cv2.findHomography(self.X[:, :2], uv, 0)
+        s = self.board.square_m
+        probe = np.array([[1.5 * s, 1.5 * s, 1.0], [2.5 * s, 1.5 * s, 1.0]]) @ H.T
+        px = np.round(probe[:, :2] / probe[:, 2:]).astype(int)
+        h, w = gray.shape
+        if np.all((px >= 0) & (px < [w, h])):
+            black, white = (float(gray[y, x]) for x, y in px)
+            if black > white:
+                uv = uv[::-1].copy()
+        return np.arange(self.board.n_corners), uv, 0, []
 
     def fits_board(self, ids: np.ndarray, uv: np.ndarray) -> float:
         """Median distance (px) of the corners from the best homography of the board plane: a board file whose

@@ -66,7 +66,7 @@ def view_refs(sessions: list[Session]) -> list[ViewRef]:
 def check_counts(sessions: list[Session], cameras: list[str], min_views: int) -> None:
     """Clear errors for a camera the board was never found in, or found in too few images."""
     for cam in cameras:
-        views = [v for s in sessions for v in s.views_of(cam)]
+        views = [v for s in sessions for v in s.views_of(cam) if usable(v, s.board)]
         n_img = sum(s.n_images.get(cam, 0) for s in sessions)
         if not views:
             looked = f" in any of its {n_img} images" if n_img else ""

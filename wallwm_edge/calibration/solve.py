@@ -84,7 +84,7 @@ def calibrate(sessions: list[Session], cfg: CalibrateConfig = CalibrateConfig(),
             init[("K", cam)] = (K, dist)
             pnp_pose.update(poses)
         if progress:
-            progress(0)
+            progress(1)
     for r in refs:
         K, dist = init[("K", r.view.camera)]
         r.T_cam_board = pnp_pose.get(id(r.view))

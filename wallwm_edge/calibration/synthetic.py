@@ -134,7 +134,7 @@ def make_scene(cfg: SceneConfig, board: Board) -> Scene:
         flange = {}
         for n in poses:
             d = rng.uniform(0.3, 0.5)
-            direction = rotvec_to_R(np.cross([0, 0, 1.0], rng.normal(size=3)) * 0 + rng.normal(0, 1, 3) * np.deg2rad(15)) @ np.array([0, 0, 1.0])
+            direction = rotvec_to_R(rng.normal(0, 1, 3) * np.deg2rad(15)) @ np.array([0, 0, 1.0])  # ~20 deg off vertical
             T_cam = look_at(bc[:3] + d * direction / np.linalg.norm(direction), bc[:3] + rng.normal(0, 0.03, 3), roll_deg=rng.uniform(-60, 60))
             flange[n] = T_cam @ np.linalg.inv(wrist.T_flange_cam)
         rig = Rig(tuple(c.with_pose(flange["0000"] @ c.T_flange_cam) if c.mount == "wrist" else c for c in rig.cameras))
