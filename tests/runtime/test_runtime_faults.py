@@ -5,6 +5,7 @@ run's own log, the firmware's log and the report. None of them may lose the run'
 """
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -74,12 +75,13 @@ def test_sigint_holds_and_writes_report(tmp_path, student_dir, repeated_plan):
     out = tmp_path / "ctrlc"
     proc = subprocess.Popen([sys.executable, "-c", TORCH_FREE_MAIN, "run", "--student", str(student_dir), "--plan", str(repeated_plan),
                              "--max-steps", "2000", "--event-cap", "200", "--out", str(out), "--no-status"],
-                            env=runtime_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE.parent.parent)
+                            env=runtime_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE.parent.parent,
+                            start_new_session=True)
     try:
         log_path = out / "log.jsonl"
         ok = wait_for(lambda: log_path.exists() and log_path.read_text().count('"kind": "chunk"') >= 2, 90)
         assert ok, "run did not produce two chunks"
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group, simulator included
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -93,7 +95,7 @@ def test_sigint_holds_and_writes_report(tmp_path, student_dir, repeated_plan):
     assert [x["kind"] for x in log][-2:] == ["hold", "end"] and log[-2]["confirmed"] is True
     assert sum(x["kind"] == "chunk" for x in log) >= 2
     fw = (out / "fw.log").read_text()
-    assert re.search(r"^\d+ hold faults=", fw, re.M)  # the HOLD reached the firmware
+    assert re.search(r"^\d+ hold faults=", fw, re.M)  # the HOLD reached the firmware (it ignored the terminal's SIGINT)
     assert (out / "episode.gif").exists() and (out / "latency.png").exists()
 
 

@@ -16,6 +16,7 @@ closes its end of the serial line and may not reopen it before `seconds` have pa
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -31,7 +32,15 @@ class ArmSession:
 
         self.fw = None
         if port is None:  # the simulated firmware (wallwm-fw-sim) on a fresh pseudo-terminal
-            self.fw = SimulatedFirmware(6, log=fw_log, hold_ms=hold_ms, estop_ms=estop_ms)
+            # Ctrl-C in a terminal signals the whole foreground process group. Real firmware is another
+            # machine and never sees it, and the host must still be able to command the HOLD after it: the
+            # simulator is started with SIGINT blocked (the mask is inherited across exec). SIGTERM stops
+            # it; it exits with its parent.
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                self.fw = SimulatedFirmware(6, log=fw_log, hold_ms=hold_ms, estop_ms=estop_ms)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
             port = self.fw.port
         self.port = port
         self.stale_s, self.retry_s = stale_s, retry_s

@@ -93,6 +93,7 @@ def _run(args) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even where the shell started us ignoring it
     result = run(config_from_args(args))
     print(summary(result), flush=True)
     return 130 if result.reason == "interrupted" else 0
