@@ -366,7 +366,7 @@ class Runtime:
             del self.tape[:-256]
             self.last_send = time.monotonic()
             self.stages["bridge"].append(bridge_s)
-            self.lead.add(job.capture_s + r.mask_s + r.infer_s + bridge_s)
+            self.lead.add(job.capture_s + r.mask_s + r.infer_s - job.delay_s + bridge_s)  # a drill's sleep is not the pipeline
         self.counters["chunks"] += 1
         if job.delay_s:
             self.counters["overruns"] += 1
