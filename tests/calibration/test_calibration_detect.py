@@ -128,3 +128,20 @@ def test_checkerboard_corners_in_board_order():
     assert found >= 3
     with pytest.raises(DataError, match="one odd and one even side"):
         Board("sym", "checkerboard", 8, 6, 0.03).validate()
+
+
+def test_video_input_and_synth_command(tmp_path):
+    """`calibrate synth` writes a capture; the same frames as a video per camera are read every N-th frame."""
+    assert main(["calibrate", "synth", "--out", str(tmp_path / "cap"), "--cameras", "2", "--frames", "8"]) == 0
+    assert Rig.load(tmp_path / "cap" / "rig_truth.json").names == ["cam0", "cam1"]
+    frames = sorted((tmp_path / "cap" / "cam0").glob("*.png"))
+    vid = tmp_path / "vid"
+    vid.mkdir()
+    writer = cv2.VideoWriter(str(vid / "cam0.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for p in frames:
+        writer.write(cv2.imread(str(p)))
+    writer.release()
+    sess = load_session(vid, board=BOARD, every=2)
+    assert sess.n_images["cam0"] == (len(frames) + 1) // 2
+    assert [v.frame for v in sess.views] == [f"{k:06d}" for k in range(0, len(frames), 2)][: len(sess.views)]
+    assert len(sess.views) >= sess.n_images["cam0"] - 1
