@@ -137,7 +137,16 @@ def check(rig: Rig, sessions: list[Session], cfg: CheckConfig = CheckConfig()) -
                 break
             moved.append(c)
             base[("cam", c)] = new
-        # the unmoved cameras: their residual against the final boards
+        if moved:
+            # final refinement: the moved cameras' poses and every board pose together, the unmoved cameras held
+            init = dict(base)
+            init.update(propagate(refs, {("cam", c): base[("cam", c)] for c in cams}))
+            prob = _fit(refs, sessions, cams, init, set(moved), cfg)
+            for c in moved:
+                new = se3.inv(se3.vec_to_T(prob.pose[prob.cameras.index(c)]))
+                base[("cam", c)] = new
+                rot, tr = se3.pose_error(new, _node(rig.camera(c)))
+                checks[c] = CameraCheck(c, True, rot, 1000 * tr, checks[c].rms_before_px, _median_residual(prob, c))
         for c in cams:
             if c not in checks:
                 checks[c] = CameraCheck(c, False, 0.0, 0.0, float("nan"), float("nan"))
