@@ -247,10 +247,10 @@ void expect_writable(const Arr& a) {
 Arr checked(py::handle obj, const std::string& name, std::initializer_list<DT> dts, const std::vector<int64_t>& shape,
             const Arr* device_of = nullptr, const std::string& like = "") {
   Arr a = parse(obj, name);
+  if (device_of) expect_device(a, *device_of);  // first: the most basic mistake gets the message
   expect_dtype(a, dts);
   expect_shape(a, shape, like);
   expect_contiguous(a);
-  if (device_of) expect_device(a, *device_of);
   return a;
 }
 

@@ -155,3 +155,29 @@ def test_cuda_half_kernels_within_2x_torch_error(dtype):
         err = np.abs(out.float().cpu().numpy() - ref).max()
         torch_err = np.abs(torch_out.float().cpu().numpy() - ref).max()
         assert not torch.isnan(out).any() and err <= 2 * torch_err, (err, torch_err)
+
+
+class _FakeCudaArray:
+    """Describes (never touches) device memory through __cuda_array_interface__: enough to test the checks."""
+
+    def __init__(self, shape, typestr="<f2"):
+        self.__cuda_array_interface__ = {"shape": tuple(shape), "typestr": typestr, "data": (0, False), "version": 3, "strides": None}
+
+
+@needs_ext
+def test_wrong_device_and_torch_strides_are_rejected_naming_the_argument():
+    C = ext.module()
+    q = np.zeros((1, 2, 20, 8), np.float32)
+    m = np.ones((20, 20), bool)
+    bm = block_mask(m, 8)
+    gpu = _FakeCudaArray(q.shape)
+    with pytest.raises(ValueError, match="^k: is on cpu but q is on cuda:0"):
+        C.attention_forward(gpu, q, q, m, bm, 8, 0.3, gpu)
+    with pytest.raises(ValueError, match="^q: is on cuda:0 but .*built without CUDA|^mask: is on cpu but q is on cuda:0"):
+        C.attention_forward(gpu, gpu, gpu, m, bm, 8, 0.3, gpu)
+    with pytest.raises(ValueError, match="^x0: denoise_loop.*runs on the CPU only"):
+        C.denoise_loop(lambda x, t: x, _FakeCudaArray((1, 4, 2), "<f4"), np.array([0.0, 1.0]), "euler", None,
+                       np.zeros(2, np.float32), np.ones(2, np.float32), None, None, np.zeros((1, 4, 2), np.float32))
+    t = torch.zeros(1, 2, 8, 20).transpose(2, 3)  # torch CPU tensors come in through DLPack, strides included
+    with pytest.raises(ValueError, match="^v: must be C-contiguous"):
+        C.attention_forward(q, q, t, m, bm, 8, 0.3, q.copy())
