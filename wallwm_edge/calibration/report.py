@@ -53,12 +53,13 @@ def plot(cal, path: str | Path) -> Path:
         hit = np.zeros(GRID, bool)
         hit[np.clip((uv[:, 1] / h * GRID[0]).astype(int), 0, GRID[0] - 1), np.clip((uv[:, 0] / w * GRID[1]).astype(int), 0, GRID[1] - 1)] = True
         ax.imshow(~hit, extent=(0, w, h, 0), cmap="Reds", vmin=0, vmax=3, alpha=0.6, aspect="auto")
-        sc = ax.scatter(uv[:, 0], uv[:, 1], c=np.minimum(r[obs], 3.0), s=2, cmap="viridis", vmin=0, vmax=3)
+        vmax = max(1.0, float(np.percentile(r[inl], 99))) if inl.any() else 1.0
+        sc = ax.scatter(uv[:, 0], uv[:, 1], c=np.minimum(r[obs], vmax), s=2, cmap="viridis", vmin=0, vmax=vmax)
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.set_aspect("equal")
         ax.set_title(f"coverage {100 * q.coverage:.0f}% of image (red: no corners)", fontsize=9)
-        fig.colorbar(sc, ax=ax, fraction=0.035, label="residual px (clipped at 3)")
+        fig.colorbar(sc, ax=ax, fraction=0.035, label="residual px")
         # (3) per-view RMS
         ax = axes[i, 2]
         vr = np.array([v for _, v in q.view_rms])
