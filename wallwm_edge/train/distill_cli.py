@@ -145,7 +145,11 @@ def run_quantize(args) -> int:
     kind = parent["kind"]
     calib = st.dataset_feeds(model.cfg, source, args.calib_samples, args.batch, args.seed + 200, kind)
     gate = st.gate_feeds_for(model.cfg, kind, source, args.gate_samples, args.batch, args.seed + 100)
-    rows = quantize_variants(model, header, args.onnx, args.precisions, calib, gate, keep=args.keep, calib_method=args.calib_method)
+    from tqdm import tqdm
+
+    rows = []
+    for precision in tqdm(args.precisions, desc="quantize", unit="variant"):
+        rows += quantize_variants(model, header, args.onnx, (precision,), calib, gate, keep=args.keep, calib_method=args.calib_method)
     from wallwm_edge.train.quantize import size_mb
 
     print(f"{'variant':8s} {'size MB':>8s} {'cosine':>8s} {'L1':>8s}  vs-fp32 cosine")
