@@ -194,3 +194,35 @@ def test_inpainting_holds_the_committed_prefix(tiny_student):
     assert np.abs(b[3:] - a[3:]).max() > 1e-3  # the continuation was denoised around the prefix
     out = st.act(np.zeros((3, 96, 96, 3), np.uint8), np.zeros(4), "grasp the puck", None, prefix=prefix)
     assert out.inpainted == 3 and np.allclose(out.actions[:3], prefix, atol=1e-5)
+
+
+def test_runtime_feeds_match_the_torch_policy():
+    """The on-board path (sim capture, MaskProvider, Student feeds, onnxruntime) gives the torch Policy's actions
+    for the same observation and noise: the runtime feeds the shipped student exactly what training meant."""
+    torch = pytest.importorskip("torch")
+    from runtime_helpers import shipped_student
+
+    d = shipped_student()
+    if d is None or not (d / "model.safetensors").is_file():
+        pytest.skip("no shipped student with its checkpoint in checkpoints/student")
+    from wallwm_edge.model.policy import Policy
+    from wallwm_edge.sim.metaworld_env import MetaWorldEnv, SimConfig
+
+    st = Student.load(d)
+    with MetaWorldEnv(SimConfig(views=st.views, image_size=st.image_size)) as env:
+        obs = env.reset(0)
+        for _ in range(5):
+            obs = env.step(env.expert_action())
+        rig = env.rig
+    pol = Policy.from_checkpoint(d / "model.safetensors", rig=rig)
+    vm = MaskProvider(rig, st.views, st.patch, st.near, st.far, st.image_size).view_mask(obs["cam_poses"])
+    np.testing.assert_array_equal(vm, pol.cone.view_mask(obs["cam_poses"]))
+    caption = sorted(st.captions)[0]
+    feeds = st.feeds(obs["images"], obs["proprio"], caption, vm)
+    got = st.engine.run(feeds)
+    x = pol.export_inputs({**obs, "instruction": np.asarray(st.captions[caption], np.float32)})
+    with torch.no_grad():
+        a, e, _ = pol.model.sample(x["images"], x["proprio"], x["instruction"], pol.model.full_mask(torch.from_numpy(vm)),
+                                   torch.from_numpy(feeds["noise_video"]), torch.from_numpy(feeds["noise_action"]), steps=st.steps)
+    np.testing.assert_allclose(got["actions"][0], a[0].numpy(), atol=1e-3)
+    np.testing.assert_allclose(got["end_prob"][0], e[0].numpy(), atol=1e-3)
