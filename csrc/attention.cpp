@@ -1,6 +1,8 @@
 // Block-sparse masked attention, forward, float32 on CPU (OpenMP over (batch, head, query tile)).
 //
-// One task = one tile of 16 query rows, and the 16 rows are the 16 lanes of one vector. That layout makes
+// One task = one tile of 16 query rows, and the 16 rows are the 16 lanes of one vector. Tiles take the
+// rows in `row_order` (default 0..N-1); an order that groups rows seeing similar keys (ops.attention.
+// attention_row_order) shrinks the keys a tile must visit. That layout makes
 // every step a plain vertical vector op, with no transposes or gathers of K and V:
 //   S^T[c] (16 rows) = sum_d Q^T[d] * k_c[d]          Q^T (D, 16) once per tile; k_c[d] a broadcast load
 //   online softmax per lane: m, l, alpha, p            vertical max / exp / sum over the chunk's keys
@@ -109,30 +111,37 @@ inline void accumulate_pv_any(const float* v, const int32_t* keys, int64_t nc, c
     }
 }
 
-// One tile: rows [r0, r0 + nr), nr <= 16, of one (batch, head). q, k, v, out: (N, D) with D % 16 == 0.
-// maskT: (N, Np) transposed element mask, rows padded to Np (multiple of 16) with zeros.
+// One tile: the rows rows[0..nr), nr <= 16, of one (batch, head), which sit at positions [p0, p0 + nr) of
+// the row order. q, k, v, out: (N, D) with D % 16 == 0. maskT: (N, Np), maskT[j][pos] = mask AND block mask
+// of (row at pos, key j), positions padded to Np (multiple of 16) with zeros.
 template <int DV>
 WALLWM_CLONES void tile(const float* q, const float* k, const float* v, int64_t N, int64_t D, const uint8_t* maskT,
-                        int64_t Np, const uint8_t* bmask, int64_t nb, int64_t block, int64_t r0, int64_t nr,
-                        float scale, Scratch& sc, float* out) {
+                        int64_t Np, const uint8_t* bmask, int64_t nb, int64_t block, const int32_t* rows,
+                        int64_t p0, int64_t nr, float scale, Scratch& sc, float* out) {
   float* qt = sc.qt.data();
   float* st = sc.st.data();
   float* acc = sc.acc.data();
   int32_t* keys = sc.keys.data();
   for (int64_t d = 0; d < D; ++d)
-    for (int r = 0; r < kLanes; ++r) qt[d * kLanes + r] = r < nr ? q[(r0 + r) * D + d] : 0.f;
+    for (int r = 0; r < kLanes; ++r) qt[d * kLanes + r] = r < nr ? q[int64_t(rows[r]) * D + d] : 0.f;
   std::fill(acc, acc + kLanes * D, 0.f);
   // Keys to visit: allowed for some row of the tile, inside a block marked for one of the tile's block rows.
-  const int64_t b0 = r0 / block, b1 = (r0 + nr - 1) / block;
+  int64_t brow[kLanes], nbr = 0;  // the distinct block rows of the tile's rows
+  for (int64_t r = 0; r < nr; ++r) {
+    const int64_t bi = rows[r] / block;
+    bool seen = false;
+    for (int64_t i = 0; i < nbr && !seen; ++i) seen = brow[i] == bi;
+    if (!seen) brow[nbr++] = bi;
+  }
   int64_t nk = 0;
   for (int64_t kb = 0; kb < nb; ++kb) {
     bool active = false;
-    for (int64_t bi = b0; bi <= b1 && !active; ++bi) active = bmask[bi * nb + kb] != 0;
+    for (int64_t i = 0; i < nbr && !active; ++i) active = bmask[brow[i] * nb + kb] != 0;
     if (!active) continue;
     const int64_t j1 = std::min(N, (kb + 1) * block);
     for (int64_t j = kb * block; j < j1; ++j) {
       uint64_t w[2];
-      std::memcpy(w, maskT + j * Np + r0, 16);
+      std::memcpy(w, maskT + j * Np + p0, 16);
       if (w[0] | w[1]) keys[nk++] = int32_t(j);
     }
   }
@@ -157,11 +166,8 @@ WALLWM_CLONES void tile(const float* q, const float* k, const float* v, int64_t 
     v16 mx = splat(-INFINITY);
     for (int64_t c = 0; c < nc; ++c) {
       u8x16 bytes;
-      std::memcpy(&bytes, maskT + int64_t(ck[c]) * Np + r0, kLanes);  // maskT holds 0/1
+      std::memcpy(&bytes, maskT + int64_t(ck[c]) * Np + p0, kLanes);  // 0/1, block mask folded in
       v16 okc = __builtin_convertvector(bytes, v16);
-      if (b0 != b1)  // the tile straddles block rows: honour each row's own block-mask entry
-        for (int r = 0; r < nr; ++r)
-          if (!bmask[((r0 + r) / block) * nb + ck[c] / block]) okc[r] = 0.f;
       ok[c] = okc;
       mx = vmax(mx, okc > splat(0.f) ? load(st + c * kLanes) : splat(-INFINITY));
     }
@@ -186,12 +192,12 @@ WALLWM_CLONES void tile(const float* q, const float* k, const float* v, int64_t 
   }
   for (int64_t r = 0; r < nr; ++r) {
     const float lr = l[r];  // fully masked row -> zeros
-    for (int64_t d = 0; d < D; ++d) out[(r0 + r) * D + d] = lr > 0.f ? acc[r * D + d] / lr : 0.f;
+    for (int64_t d = 0; d < D; ++d) out[int64_t(rows[r]) * D + d] = lr > 0.f ? acc[r * D + d] / lr : 0.f;
   }
 }
 
 typedef void (*TileFn)(const float*, const float*, const float*, int64_t, int64_t, const uint8_t*, int64_t,
-                       const uint8_t*, int64_t, int64_t, int64_t, int64_t, float, Scratch&, float*);
+                       const uint8_t*, int64_t, int64_t, const int32_t*, int64_t, int64_t, float, Scratch&, float*);
 
 TileFn pick_tile(int64_t dv) {
   switch (dv) {
@@ -215,7 +221,7 @@ std::vector<float> pad_heads(const float* x, int64_t rows, int64_t D, int64_t Dp
 
 void block_sparse_attention_cpu(const float* q, const float* k, const float* v, int64_t B, int64_t H, int64_t N,
                                 int64_t D, const uint8_t* mask, const uint8_t* block_mask, int64_t block, float scale,
-                                float* out) {
+                                const int32_t* row_order, float* out) {
   const int64_t Dp = (D + 15) / 16 * 16, rows = B * H * N;
   std::vector<float> qp, kp, vp, op;
   if (Dp != D) {  // odd head dims: run on zero-padded copies (O(N D), small next to O(N^2 D))
@@ -227,11 +233,21 @@ void block_sparse_attention_cpu(const float* q, const float* k, const float* v, 
   }
   float* o = Dp != D ? op.data() : out;
   const int64_t Np = (N + kLanes - 1) / kLanes * kLanes;
+  const int64_t nb = (N + block - 1) / block, tiles = Np / kLanes, tasks = B * H * tiles;
+  std::vector<int32_t> order(Np, 0);
+  for (int64_t p = 0; p < N; ++p) order[p] = row_order ? row_order[p] : int32_t(p);
+  // maskT[j][pos]: the mask AND the block mask for (row at pos, key j), so 16 rows of one key are 16 bytes.
   std::vector<uint8_t> maskT(N * Np, 0);
 #pragma omp parallel for schedule(static)
-  for (int64_t j = 0; j < N; ++j)
-    for (int64_t i = 0; i < N; ++i) maskT[j * Np + i] = mask[i * N + j] != 0;
-  const int64_t nb = (N + block - 1) / block, tiles = Np / kLanes, tasks = B * H * tiles;
+  for (int64_t p = 0; p < N; ++p) {
+    const int64_t i = order[p];
+    const uint8_t* mrow = mask + i * N;
+    const uint8_t* brow = block_mask + (i / block) * nb;
+    for (int64_t kb = 0; kb < nb; ++kb) {
+      if (!brow[kb]) continue;  // maskT starts zeroed: an empty block stays empty
+      for (int64_t j = kb * block; j < std::min(N, (kb + 1) * block); ++j) maskT[j * Np + p] = mrow[j] != 0;
+    }
+  }
   const TileFn fn = pick_tile(Dp / 16);
 #pragma omp parallel
   {
@@ -239,10 +255,10 @@ void block_sparse_attention_cpu(const float* q, const float* k, const float* v, 
     sc.resize(Dp, N);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t bh = t / tiles, r0 = (t % tiles) * kLanes;
+      const int64_t bh = t / tiles, p0 = (t % tiles) * kLanes;
       const int64_t off = bh * N * Dp;
-      fn(q + off, k + off, v + off, N, Dp, maskT.data(), Np, block_mask, nb, block, r0, std::min<int64_t>(kLanes, N - r0),
-         scale, sc, o + off);
+      fn(q + off, k + off, v + off, N, Dp, maskT.data(), Np, block_mask, nb, block, order.data() + p0, p0,
+         std::min<int64_t>(kLanes, N - p0), scale, sc, o + off);
     }
   }
   if (Dp != D) {

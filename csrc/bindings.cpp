@@ -338,7 +338,7 @@ py::array_t<bool> block_mask(py::handle mask_, int64_t block) {
 }
 
 void attention_forward(py::handle q_, py::handle k_, py::handle v_, py::handle mask_, py::handle bmask_, int64_t block,
-                       double scale, py::handle out_, uintptr_t stream) {
+                       double scale, py::handle out_, uintptr_t stream, py::handle order_) {
   Arr q = parse(q_, "q");
   expect_dtype(q, {DT::f32, DT::f16, DT::bf16});
   if (q.shape.size() != 4) fail("q: expected shape (B, H, N, D), got " + shape_str(q.shape));
@@ -356,10 +356,23 @@ void attention_forward(py::handle q_, py::handle k_, py::handle v_, py::handle m
   const int64_t nb = (N + block - 1) / block;
   Arr bmask = checked(bmask_, "block_mask", {DT::b1, DT::u8}, {nb, nb}, &q, "ceil(N / block)");
   if (!std::isfinite(scale)) fail("scale: must be finite");
+  Arr order;
+  const int32_t* op = nullptr;
+  if (!order_.is_none()) {  // a CPU scheduling hint: checked, then used by the CPU kernel only
+    order = checked(order_, "row_order", {DT::i32}, {N}, nullptr, "q's N");
+    expect_cpu(order, "row_order");
+    std::vector<uint8_t> seen(N, 0);
+    for (int64_t p = 0; p < N; ++p) {
+      const int32_t r = order.data<int32_t>()[p];
+      if (r < 0 || r >= N || seen[r]) fail("row_order: must be a permutation of 0..N-1 (bad or repeated entry at " + std::to_string(p) + ")");
+      seen[r] = 1;
+    }
+    op = order.data<int32_t>();
+  }
   if (!q.cuda) {
     py::gil_scoped_release nogil;
     block_sparse_attention_cpu(q.data<float>(), k.data<float>(), v.data<float>(), B, H, N, D, mask.data<uint8_t>(),
-                               bmask.data<uint8_t>(), block, float(scale), out.data<float>());
+                               bmask.data<uint8_t>(), block, float(scale), op, out.data<float>());
     return;
   }
 #ifdef WALLWM_WITH_CUDA
@@ -560,6 +573,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("block_mask", &block_mask, py::arg("mask"), py::arg("block"), "(ceil(N/b), ceil(N/b)) any-allowed block mask");
   m.def("attention_forward", &attention_forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
         py::arg("block_mask"), py::arg("block"), py::arg("scale"), py::arg("out"), py::arg("stream") = 0,
+        py::arg("row_order") = py::none(),
         "block-sparse masked attention into out (B, H, N, D); float32 on CPU, float16/bfloat16 on CUDA");
   m.def("flow_update", &flow_update, py::arg("x"), py::arg("v1"), py::arg("v2"), py::arg("w1"), py::arg("w2"),
         py::arg("dt"), py::arg("prefix"), py::arg("out"), py::arg("stream") = 0,

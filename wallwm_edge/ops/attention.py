@@ -49,6 +49,40 @@ def attention_reference_torch(q, k, v, mask, scale: float | None = None):
     return torch.where(mask.any(-1)[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
 
 
+# ---- row order: which query rows share a tile ------------------------------------------------------------
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.int32)
+
+
+def attention_row_order(mask, tile: int = 16) -> np.ndarray:
+    """(N,) int32 permutation grouping query rows that see similar keys into tiles of `tile` rows.
+
+    The CPU kernel computes, per 16-row tile, every key that any row of the tile may see; grouping rows
+    with similar key sets shrinks that union (about 10 % less work on Meta-World sight-cone masks). Greedy:
+    each tile starts at the lowest unassigned row and adds the row that grows the key union least (ties to
+    the lowest index, which keeps neighbouring patches together). Compute it once per mask (a static rig),
+    pass it as `row_order`; the result does not depend on it.
+    """
+    m = np.asarray(mask, bool)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"mask: must be square (N, N), got shape {m.shape}")
+    bits = np.packbits(m, axis=1)  # (N, ceil(N/8))
+    left = np.ones(len(m), bool)
+    order = []
+    while left.any():
+        seed = int(np.flatnonzero(left)[0])
+        left[seed] = False
+        group, union = [seed], bits[seed].copy()
+        while len(group) < tile and left.any():
+            cand = np.flatnonzero(left)
+            best = int(cand[np.argmin(_POPCOUNT[bits[cand] & ~union].sum(1))])
+            group.append(best)
+            left[best] = False
+            union |= bits[best]
+        order += group
+    return np.asarray(order, np.int32)
+
+
 # ---- the kernel on any array type -------------------------------------------------------------------------
 
 
@@ -83,8 +117,11 @@ def _stream_of(x) -> int:
     return 0
 
 
-def block_sparse_attention(q, k, v, mask, block_mask=None, block: int = DEFAULT_BLOCK, scale: float | None = None, out=None):
+def block_sparse_attention(q, k, v, mask, block_mask=None, block: int = DEFAULT_BLOCK, scale: float | None = None, out=None,
+                           row_order=None):
     """Block-sparse attention with the `_C` kernel; numpy / torch / CuPy in, same type out (like q).
+
+    row_order: optional (N,) int32 CPU array from `attention_row_order(mask)` (CPU speed only).
 
     Without the extension it falls back to the float64 reference (numpy) or SDPA (torch), so callers work
     from a plain source checkout.
@@ -108,7 +145,7 @@ def block_sparse_attention(q, k, v, mask, block_mask=None, block: int = DEFAULT_
         else:
             block_mask = ext.require("block_mask")(mask, block) if isinstance(mask, np.ndarray) else make_block_mask(mask, block)
     out = _empty_like(q) if out is None else out
-    ext.require("attention_forward")(q, k, v, mask, block_mask, int(block), scale, out, _stream_of(q))
+    ext.require("attention_forward")(q, k, v, mask, block_mask, int(block), scale, out, _stream_of(q), row_order)
     return out
 
 
@@ -123,19 +160,21 @@ def _register_torch_op():
 
     # Explicit schema: this module uses postponed annotations and imports torch lazily.
     @torch.library.custom_op("wallwm::block_sparse_attention", mutates_args=(),
-                             schema="(Tensor q, Tensor k, Tensor v, Tensor mask, Tensor block_mask, int block, float scale) -> Tensor")
+                             schema="(Tensor q, Tensor k, Tensor v, Tensor mask, Tensor block_mask, int block, float scale, Tensor? row_order=None) -> Tensor")
     def block_sparse_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, block_mask: torch.Tensor,
-                                  block: int, scale: float) -> torch.Tensor:
+                                  block: int, scale: float, row_order: torch.Tensor | None = None) -> torch.Tensor:
         if not ext.has("attention_forward"):
             return attention_reference_torch(q, k, v, mask, scale)
         # detach: DLPack refuses tensors that require grad (this op is forward-only, for inference)
         q, k, v = (t.detach().contiguous() for t in (q, k, v))
         out = torch.empty_like(q)
-        ext.require("attention_forward")(q, k, v, mask.detach().contiguous(), block_mask.detach().contiguous(), block, scale, out, _stream_of(q))
+        order = None if row_order is None or q.is_cuda else row_order.detach().contiguous()
+        ext.require("attention_forward")(q, k, v, mask.detach().contiguous(), block_mask.detach().contiguous(), block, scale, out,
+                                         _stream_of(q), order)
         return out
 
     @block_sparse_attention_op.register_fake
-    def _(q, k, v, mask, block_mask, block, scale):
+    def _(q, k, v, mask, block_mask, block, scale, row_order=None):
         return torch.empty_like(q, memory_format=torch.contiguous_format)
 
     return block_sparse_attention_op
