@@ -141,9 +141,15 @@ def block_sparse_attention(q, k, v, mask, block_mask=None, block: int = DEFAULT_
             pad[: mask.shape[0], : mask.shape[1]] = mask
             block_mask = pad.view(nb, block, nb, block).any(3).any(1).contiguous()
         elif _is_torch(mask):
-            block_mask = ext.require("block_mask")(mask.contiguous(), block)
+            block_mask = ext.require("block_mask")(mask.detach().contiguous(), block)
+        elif type(mask).__module__.startswith("cupy"):
+            import cupy
+
+            block_mask = cupy.asarray(make_block_mask(cupy.asnumpy(mask), block))
         else:
             block_mask = ext.require("block_mask")(mask, block) if isinstance(mask, np.ndarray) else make_block_mask(mask, block)
+    if _is_torch(q):  # DLPack refuses tensors that require grad; this op is forward-only (inference)
+        q, k, v, mask = (t.detach() for t in (q, k, v, mask))
     out = _empty_like(q) if out is None else out
     ext.require("attention_forward")(q, k, v, mask, block_mask, int(block), scale, out, _stream_of(q), row_order)
     return out
