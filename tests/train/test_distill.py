@@ -26,7 +26,7 @@ def teacher_run(synthetic_dataset, tmp_path_factory):
 
 def dcfg(**kw):
     base = dict(student_preset="tiny", student_steps=1, samples=96, eval_samples=32, steps=80, batch_size=16, lr=3e-3,
-                warmup=5, ckpt_every=40)
+                warmup=5, ckpt_every=40, init="scratch")
     return DistillConfig(**(base | kw))
 
 

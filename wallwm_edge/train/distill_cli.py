@@ -51,7 +51,7 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
-    p.add_argument("--init", default="scratch", help="student init: scratch (default), slice (cut from the teacher's weights), "
+    p.add_argument("--init", default="slice", help="student init: slice (default: cut from the teacher's weights), scratch, "
                    "or a student checkpoint to warm-start from (e.g. re-distilling from a newer teacher)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=200)
