@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default=None, help="model preset (default: student; tiny with --quick)")
     p.add_argument("--steps", type=int, default=None, help="steps per optimizer (default 300; 40 with --quick)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (both runs)")
-    p.add_argument("--muon-lr", type=float, default=None, help="Muon learning rate (default: --lr)")
+    p.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (both runs)")
+    p.add_argument("--muon-lr", type=float, default=1e-2, help="Muon learning rate (the trainer's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-batches", type=int, default=8)
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
 
     a, m = runs["adamw"], runs["muon"]
     figures = {
-        "preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "muon_lr": args.muon_lr or args.lr, "params": a["params"],
+        "preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "muon_lr": args.muon_lr, "params": a["params"],
         "data": str(args.data or "generated: pick-place-v3, drawer-open-v3 x 2 episodes, 64x64"),
         "adamw_eval_loss": a["eval"]["loss"], "muon_eval_loss": m["eval"]["loss"],
         "muon_over_adamw_eval_loss": m["eval"]["loss"] / a["eval"]["loss"],

@@ -48,3 +48,10 @@ def test_presets_registry_and_bad_configs():
         resolve("huge")
     with pytest.raises(ConfigError, match="not divisible by patch 16"):
         resolve("tiny", views=("a",), image_size=(40, 40))
+
+
+@pytest.mark.parametrize("mode", ["event", "unified"])
+def test_teacher_checkpoint_fits_the_20mb_limit_at_96px_3_views(mode):
+    cfg = resolve("teacher", views=("corner", "topview", "gripperPOV"), image_size=(96, 96), mode=mode)
+    n = sum(t.numel() for t in WallWM(cfg).state_dict().values())
+    assert n * 4 < 20e6, n

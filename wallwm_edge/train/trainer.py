@@ -42,8 +42,8 @@ class TrainConfig:
     mode: str = "event"  # "event" (events, next-event instruction) or "unified" (fixed chunks, task instruction)
     steps: int = 2000
     batch_size: int = 16  # GLOBAL batch: split evenly over processes
-    lr: float = 1e-3
-    muon_lr: float | None = None  # default: lr (Muon runs with match_rms_adamw)
+    lr: float = 3e-3  # AdamW (embeddings, heads, norms, biases); best of {1e-3, 3e-3} for student at 200 steps
+    muon_lr: float | None = 1e-2  # Muon (match_rms_adamw); None = lr. Chosen by the same sweep (benchmarks/optimizer.py)
     weight_decay: float = 0.01
     warmup: int = 50
     grad_clip: float = 1.0
