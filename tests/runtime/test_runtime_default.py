@@ -18,29 +18,33 @@ def test_default_run_few_chunks_torch_free(tmp_path, request):
     r = run_cli(["run", "--max-chunks", "4", "--out", str(out), "--no-status"], runtime_env(student))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "TORCH_FREE" in r.stdout
-    assert "run ended: chunk limit" in r.stdout and "control steps served on time" in r.stdout, r.stdout
+    assert "run ended: " in r.stdout and "control steps served on time" in r.stdout, r.stdout
 
+    # However the shipped policy signals its events, a few chunks went through the whole path: at most the
+    # 4 asked for, exactly 4 unless the plan finished (or the task succeeded) first.
     report = json.loads((out / "report.json").read_text())
-    assert report["reason"] == "chunk limit" and report["counters"]["chunks"] == 4
-    for stage in ("capture", "mask", "inference", "bridge"):
+    log = read_jsonl(out / "log.jsonl")
+    chunks = [rec for rec in log if rec["kind"] == "chunk"]
+    assert report["reason"] in ("chunk limit", "plan done", "success"), report["reason"]
+    assert 1 <= len(chunks) == report["counters"]["chunks"] <= 4
+    assert len(chunks) == 4 or report["reason"] != "chunk limit"
+    assert [c["chunk"] for c in chunks] == list(range(len(chunks)))
+    sent = [c["chunk"] for c in chunks if c["executed"] > 0]
+    assert sent, "no chunk reached the firmware"
+    for stage, n in (("capture", len(chunks)), ("mask", len(chunks)), ("inference", len(chunks)), ("bridge", len(sent))):
         s = report["latency"][stage]
-        assert s["n"] >= 3 and 0 < s["p50_ms"] <= s["p99_ms"], (stage, s)
+        assert s["n"] == n and 0 < s["p50_ms"] <= s["p99_ms"], (stage, s)
     assert report["on_time"]["steps"] > 0 and 0 <= report["on_time"]["share"] <= 1
     assert 0 <= report["task_progress"] <= 100 and isinstance(report["success"], bool)
     assert report["hold_confirmed"] is True
 
-    log = read_jsonl(out / "log.jsonl")
     kinds = [rec["kind"] for rec in log]
-    assert kinds[:3] == ["start", "warm_up", "homed"] and kinds[-1] == "end"
-    assert kinds.count("chunk") == 4 and "hold" in kinds
-    chunks = [rec for rec in log if rec["kind"] == "chunk"]
-    assert [c["chunk"] for c in chunks] == [0, 1, 2, 3]
+    assert kinds[:3] == ["start", "warm_up", "homed"] and kinds[-1] == "end" and "hold" in kinds
     assert chunks[0]["skipped_committed"] == 0  # nothing was queued before the first chunk
     if log[0]["rtc"] == "inpaint":  # the committed prefix was held during denoising, not only dropped after
-        assert all(c["inpainted"] == c["committed"] for c in chunks) and any(c["inpainted"] > 0 for c in chunks[1:])
+        assert all(c["inpainted"] == c["committed"] for c in chunks)
 
     fw = (out / "fw.log").read_text()
-    sent = [c["chunk"] for c in chunks if c["executed"] > 0]
     for c in sent:  # every chunk the runtime sent was queued and played by the firmware
         assert f"queued chunk={c} " in fw and f"start chunk={c}\n" in fw
     assert "hold" in fw
@@ -48,7 +52,8 @@ def test_default_run_few_chunks_torch_free(tmp_path, request):
     import imageio.v3 as iio
 
     frames = iio.imread(out / "episode.gif", index=None)
-    assert frames.shape[0] >= 4 and frames.shape[2] == 3 * 96 * 2  # three views side by side, x2
+    width = len(log[0]["views"]) * log[0]["image_size"][1] * 2
+    assert frames.shape[0] == len(chunks) + 1 and frames.shape[2] == width  # a frame per capture + the end; views side by side, x2
     assert frames[:, -30:].std() > 0  # the caption band has text drawn on it
     assert (out / "latency.png").stat().st_size > 1000
 

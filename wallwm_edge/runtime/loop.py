@@ -178,7 +178,7 @@ class Runtime:
         self.lead = LeadEstimate(cfg.rate_hz, cap=max(1, st.horizon // 2))
         self.log.write("start", sync=True, config=_config_json(cfg), student=st.name, student_mode=st.mode,
                        rtc="inpaint" if self.inpaint else "align",
-                       views=list(st.views), horizon=st.horizon, rig_cameras=rig.names,
+                       views=list(st.views), image_size=list(st.image_size), horizon=st.horizon, rig_cameras=rig.names,
                        firmware=self.arm.port, arm={"joints": self.arm.arm.n_joints, "control_rate_hz": self.arm.arm.control_rate_hz,
                                                      "queue_points": self.arm.arm.queue_points},
                        plan=[s.instruction for s in self.planner.plan.steps] if hasattr(self.planner, "plan") else None)
