@@ -24,6 +24,10 @@
 
 #include "kernels.h"
 
+// GCC notes that 64-byte vectors change the calling convention without AVX-512; every helper taking them is
+// inlined into the tile, so no such call crosses an ABI boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace wallwm {
 namespace {
 
@@ -35,21 +39,22 @@ constexpr int kLanes = 16;  // query rows per tile = lanes per vector
 constexpr int kChunk = 64;  // keys per online-softmax step
 constexpr int kKeyTile = 8;  // keys per register tile of the score product
 
+#define WALLWM_INLINE inline __attribute__((always_inline))
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define WALLWM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define WALLWM_CLONES
 #endif
 
-inline v16 load(const float* p) { return *reinterpret_cast<const v16u*>(p); }
-inline void store(float* p, v16 x) { *reinterpret_cast<v16u*>(p) = x; }
-inline v16 splat(float x) { return v16{} + x; }
-inline v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
+WALLWM_INLINE v16 load(const float* p) { return *reinterpret_cast<const v16u*>(p); }
+WALLWM_INLINE void store(float* p, v16 x) { *reinterpret_cast<v16u*>(p) = x; }
+WALLWM_INLINE v16 splat(float x) { return v16{} + x; }
+WALLWM_INLINE v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
 
 // exp(x) for x <= 0 (scores minus the running max), relative error < 2e-7: Cephes' expf polynomial after
 // x = n ln2 + r, 2^n built in the exponent bits. x > 0 (only masked entries) is clamped to 0 so it stays
 // finite before the mask zeroes it; x < -87 flushes to 0.
-inline v16 vexp(v16 x) {
+WALLWM_INLINE v16 vexp(v16 x) {
   x = x > splat(0.0f) ? splat(0.0f) : x;
   const auto tiny = x < splat(-87.0f);
   x = x < splat(-87.0f) ? splat(-87.0f) : x;
@@ -65,7 +70,7 @@ inline v16 vexp(v16 x) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
   i16v e = (__builtin_convertvector(n, i16v) + 127) << 23;
-  v16 res = p * reinterpret_cast<v16&>(e);
+  v16 res = p * (v16)e;  // vector cast = bit cast
   return tiny ? splat(0.0f) : res;
 }
 
