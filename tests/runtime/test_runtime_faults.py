@@ -71,9 +71,11 @@ def test_drop_overrun_disconnect(tmp_path, tiny_student, repeated_plan):
     assert report["reason"] == "chunk limit" and kinds[-1] == "end"
 
 
-def test_sigint_holds_and_writes_report(tmp_path, student_dir, repeated_plan):
+def test_sigint_holds_and_writes_report(tmp_path, student_dir):
     out = tmp_path / "ctrlc"
-    proc = subprocess.Popen([sys.executable, "-c", TORCH_FREE_MAIN, "run", "--student", str(student_dir), "--plan", str(repeated_plan),
+    plan = tmp_path / "long.json"  # far more events than the run will reach before the signal
+    plan.write_text(json.dumps({"pick-place-v3": ["reach:puck", "grasp:puck", "carry:puck@target"] * 40}))
+    proc = subprocess.Popen([sys.executable, "-c", TORCH_FREE_MAIN, "run", "--student", str(student_dir), "--plan", str(plan),
                              "--max-steps", "2000", "--event-cap", "200", "--out", str(out), "--no-status"],
                             env=runtime_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE.parent.parent,
                             start_new_session=True)
