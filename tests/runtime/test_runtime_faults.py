@@ -32,8 +32,9 @@ def test_drop_overrun_disconnect(tmp_path, tiny_student, repeated_plan):
     # firmware log has a chunk to point at for each drill, whatever the shipped student would signal.
     out = tmp_path / "drill"
     r = run_cli(["run", "--student", str(tiny_student), "--plan", str(repeated_plan), "--event-cap", "24",
-                 "--max-chunks", "9", "--out", str(out), "--no-status", "--no-gif",
-                 "--inject", "drop_frame@1", "--inject", "overrun@3:0.6", "--inject", "disconnect@5:0.7"],
+                 "--max-chunks", "10", "--out", str(out), "--no-status", "--no-gif",
+                 "--inject", "drop_frame@1", "--inject", "overrun@3:0.6", "--inject", "disconnect@5:0.7",
+                 "--inject", "overrun@8:1.3"],
                 runtime_env(), timeout=150)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "TORCH_FREE" in r.stdout
@@ -67,6 +68,13 @@ def test_drop_overrun_disconnect(tmp_path, tiny_student, repeated_plan):
     assert after, "no chunk sent after the link came back"
     assert f"start chunk={after[0]['chunk']}" in [e for t, e in fw]
     assert sum(1 for t, e in fw if e.startswith("hello session=")) >= 2  # a second session after reconnecting
+
+    # 4. an overrun past stale_s (1 s): the result is stale when it arrives, so it is dropped, never played,
+    #    and a fresh capture is taken
+    stale = [x for x in log if x["kind"] == "stale_result"]
+    assert [x["chunk"] for x in stale] == [8] and stale[0]["age_s"] > 1.0
+    assert 8 not in chunks and 9 in chunks and "queued chunk=8 " not in (out / "fw.log").read_text()
+    assert report["counters"]["stale_results"] == 1
 
     assert report["reason"] == "chunk limit" and kinds[-1] == "end"
 
