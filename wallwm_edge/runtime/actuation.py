@@ -108,8 +108,11 @@ class SimWorld:
         return self.env.flange_pose()
 
     def step(self, ee_pos: np.ndarray) -> np.ndarray:
-        """Step the physics (no rendering: the camera source renders when it captures); returns the action."""
-        a = env_action(ee_pos, self.mocap)
+        """One control step toward the firmware's measured EE pose (7,); returns the Meta-World action used."""
+        return self.step_action(env_action(ee_pos, self.mocap))
+
+    def step_action(self, a: np.ndarray) -> np.ndarray:
+        """Step the physics with a Meta-World action (no rendering: the camera source renders when it captures)."""
         renderer, self.env.renderer = self.env.renderer, None
         try:
             self.obs = self.env.step(a)
