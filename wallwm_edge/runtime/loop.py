@@ -249,8 +249,9 @@ class Runtime:
             return f"task: {self.instruction_fixed}"
         if self.planner.done:
             return "plan done"
-        n = len(self.planner.plan.steps) if hasattr(self.planner, "plan") else "?"
-        return f"event {self.planner.index + 1 if hasattr(self.planner, 'index') else len(self.planner.history)}/{n}: {self.planner.instruction}"
+        i = len(self.planner.history)  # the current event is the last one begun (plan or prompt alike)
+        n = len(self.planner.plan.steps) if hasattr(self.planner, "plan") else "?"  # a prompt has no known length
+        return f"event {i}/{n}: {self.planner.instruction}"
 
     def _remaining(self, st) -> int:
         """Points the firmware still has to play (queued plus the one it is heading to)."""
