@@ -8,7 +8,7 @@ import os
 
 EXAMPLES = """\
 examples:
-  wallwm-edge train data/mw --out runs/teacher --preset teacher --steps 3000
+  wallwm-edge train data/mw --out runs/teacher --preset teacher --steps 2000 --threads 1
   wallwm-edge train data/mw --out runs/fixed --preset teacher --mode unified      (fixed-chunk ablation)
   wallwm-edge train data/mw --out runs/teacher --resume --steps 4000             (exact resume, extend)
   torchrun --nproc-per-node 2 -m wallwm_edge.cli train data/mw --out runs/ddp    (DDP, gloo on CPU)
@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--stop-at", type=int, default=None, help="stop (and checkpoint) at this step; resume later")
     p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint period in steps (default 200)")
     p.add_argument("--log-every", type=int, default=10, help="loss.csv period in steps (default 10)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's). On a shared 2-core machine use 1: 2 threads measured 3-25x slower per step under load")
     p.add_argument("--text-encoder", default="minilm", choices=["minilm", "hash"],
                    help="minilm: the 384-d sentence encoder (default); hash: trigram hashing, for quick checks only")
     p.add_argument("--backend", default="gloo", help="torch.distributed backend under torchrun (default gloo)")
