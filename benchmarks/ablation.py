@@ -65,7 +65,7 @@ def train_arm(arm: str, data: str, runs: Path, recipe: dict, steps: int | None =
 
 
 def evaluate_arm(arm: str, runs: Path, episodes: int, splits, data: str | None, tasks=None, progress: bool = True,
-                 embed=None) -> dict:
+                 embed=None, plan_end: str = "stop") -> dict:
     """Closed-loop eval of runs/ARM (or of the 'expert' / 'noop' reference policies, which calibrate the metric)."""
     from wallwm_edge.eval.actors import CheckpointActor, make_actor
     from wallwm_edge.eval.closed_loop import EvalConfig, evaluate
@@ -78,8 +78,13 @@ def evaluate_arm(arm: str, runs: Path, episodes: int, splits, data: str | None, 
         ds = Dataset.open(data)
         train_seed = int((ds.info.get("generator") or {}).get("seed", 0))
         exclude = frozenset(int(ep.seed) for ep in ds)
-    actor = make_actor(arm) if arm in ("expert", "noop") else CheckpointActor(runs / arm, embed=embed)
-    cfg = EvalConfig(splits=tuple(splits), tasks=tasks, episodes=episodes, train_seed=train_seed, exclude_seeds=exclude)
+    if arm == "event_hold":  # the event arm with unified mode's time budget (see EvalConfig.plan_end)
+        ckpt, plan_end = runs / "event", "hold"
+    else:
+        ckpt = runs / arm
+    actor = make_actor(arm) if arm in ("expert", "noop") else CheckpointActor(ckpt, embed=embed)
+    cfg = EvalConfig(splits=tuple(splits), tasks=tasks, episodes=episodes, train_seed=train_seed, exclude_seeds=exclude,
+                     plan_end=plan_end)
     t0 = time.perf_counter()
     results = evaluate(actor, cfg, progress=progress)
     summary = summarize(results)
@@ -112,12 +117,15 @@ def figures_from(runs: Path, summaries: dict) -> dict:
         if "generalization" in s:
             fig[f"{arm}_generalization_task_progress"] = round(s["generalization"]["task_progress"], 2)
             fig[f"{arm}_generalization_success_rate"] = round(s["generalization"]["success_rate"], 2)
-        if arm in ("event", "unified"):
+        if arm in ("event", "unified"):  # event_hold is the same run as event
             for k, v in _train_summary(runs, arm).items():
                 fig[f"{arm}_train_{k}"] = v
     if "event_generalization_task_progress" in fig and "unified_generalization_task_progress" in fig:
         fig["generalization_tp_gap_event_minus_unified"] = round(
             fig["event_generalization_task_progress"] - fig["unified_generalization_task_progress"], 2)
+    if "event_hold_generalization_task_progress" in fig and "unified_generalization_task_progress" in fig:
+        fig["generalization_tp_gap_event_hold_minus_unified"] = round(
+            fig["event_hold_generalization_task_progress"] - fig["unified_generalization_task_progress"], 2)
     return fig
 
 
@@ -131,9 +139,12 @@ def plot(fig: dict, path: Path) -> Path:
     splits = [s for s in ("seen",) + GEN_SPLITS if f"event_{s}_task_progress" in fig]
     x = np.arange(len(splits))
     f, ax = plt.subplots(figsize=(7, 3.2))
-    for i, arm in enumerate(("event", "unified")):
-        ax.bar(x + (i - 0.5) * 0.38, [fig.get(f"{arm}_{s}_task_progress", 0) for s in splits], 0.38,
-               label={"event": "event-grounded (event mode)", "unified": "fixed chunks (unified, scratch)"}[arm])
+    names = {"event": "event-grounded (event mode)", "event_hold": "event mode, 300-step budget",
+             "unified": "fixed chunks (unified, scratch)"}
+    arms = [a for a in names if f"{a}_{splits[0]}_task_progress" in fig]
+    w = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        ax.bar(x + (i - (len(arms) - 1) / 2) * w, [fig.get(f"{arm}_{s}_task_progress", 0) for s in splits], w, label=names[arm])
     ax.set_xticks(x, splits)
     ax.set_ylabel("Task Progress (0-100)")
     ax.set_ylim(0, 100)
@@ -165,8 +176,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None, help="the training dataset (seen scenes, seed check)")
     p.add_argument("--episodes", type=int, default=3, help="episodes per task and split (default 3)")
     p.add_argument("--splits", default="seen," + ",".join(GEN_SPLITS))
-    p.add_argument("--arms", default="event,unified,expert,noop",
-                   help="what to evaluate: the two trained arms, and the expert / no-op policies that calibrate the metric")
+    p.add_argument("--arms", default="event,event_hold,unified,expert,noop",
+                   help="what to evaluate: the two trained arms (event_hold = the event arm given unified mode's "
+                   "300-step budget after its plan ends), and the expert / no-op policies that calibrate the metric")
     p.add_argument("--only", default=None, help="evaluate just this arm into runs/eval_ARM.json (to run arms in parallel)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--fresh", action="store_true", help="re-evaluate arms that already have runs/eval_ARM.json")

@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--episodes", type=int, default=5, help="episodes per task and split (default 5)")
     p.add_argument("--max-steps", type=int, default=300, help="env steps per episode (default 300)")
     p.add_argument("--event-cap", type=int, default=120, help="event mode: safety cap of env steps per event (default 120)")
+    p.add_argument("--plan-end", default="stop", choices=["stop", "hold"],
+                   help="event mode after the last event is declared over without success: stop the episode (default), "
+                   "or hold = keep re-issuing the last event until --max-steps (unified mode's time budget)")
     p.add_argument("--plan", default=None, help="plan file (JSON/YAML: task -> event keys or captions); default: the registry's")
     p.add_argument("--data", default=None, help="the training dataset: its generator seed defines the seen scenes, and unseen "
                    "scenes are checked against its seeds")
@@ -82,7 +85,7 @@ def run(args) -> int:
 
         plans = load_plans(args.plan, task_catalog())
     cfg = EvalConfig(splits=_list(args.splits), tasks=_list(args.tasks), episodes=args.episodes, max_steps=args.max_steps,
-                     event_cap=args.event_cap, image_size=image_size, jitter_pos_m=args.jitter_pos, jitter_rot_deg=args.jitter_rot,
+                     event_cap=args.event_cap, plan_end=args.plan_end, image_size=image_size, jitter_pos_m=args.jitter_pos, jitter_rot_deg=args.jitter_rot,
                      train_seed=train_seed or 0, seed=args.seed, exclude_seeds=exclude)
     actor = make_actor(args.policy, flow_steps=args.flow_steps, seed=args.seed, text_encoder=args.text_encoder)
     results = evaluate(actor, cfg, plans=plans)

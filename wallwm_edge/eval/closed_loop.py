@@ -4,8 +4,8 @@
 
 One episode: reset the env at the split's seed, then repeatedly give the actor the current observation
 and an instruction, execute the chunk it returns, and feed every observation to the Task Progress
-tracker. The episode ends at task success, at max_steps, or (event mode) when the planner has run out
-of events: the policy has said it finished the last one.
+tracker. The episode ends at task success, at max_steps, or (event mode, plan_end="stop") when the
+planner has run out of events: the policy has said it finished the last one.
 
 - Event mode: the planner holds the task's events (from the registry or a plan file) and hands out the
   next event's text; it advances when the actor signals the event's end, or after `event_cap` steps.
@@ -33,6 +33,10 @@ class EvalConfig:
     episodes: int = 5  # per task and split
     max_steps: int = 300  # per episode (Meta-World allows 500)
     event_cap: int = 120  # safety cap, env steps per event (experts' longest subtask here is ~100)
+    # Event mode, once the policy has declared the plan's last event over without task success:
+    # "stop" ends the episode (the literal protocol: the policy said it is done); "hold" keeps
+    # re-issuing the last event until max_steps, the same time budget unified mode always gets.
+    plan_end: str = "stop"
     views: tuple[str, ...] = ("corner", "topview", "gripperPOV")
     image_size: tuple[int, int] = (96, 96)
     jitter_pos_m: float = 0.02  # novel_scene camera jitter
@@ -91,10 +95,15 @@ def run_episode(env, actor, task: str, seed: int, split: Split, cfg: EvalConfig,
     instruction = None if planner else task_instruction(task, split.style, random.Random(f"{task}/{seed}/{cfg.seed}"))
     needs_images = getattr(actor, "needs_images", True)
     steps = 0
-    while steps < cfg.max_steps and not tracker.success and not (planner and planner.done):
-        chunk, ended = actor.act(obs, planner.instruction if planner else instruction)
+    while steps < cfg.max_steps and not tracker.success:
+        holding = planner is not None and planner.done
+        if holding and cfg.plan_end == "stop":
+            break  # the policy declared the last event over: the task is over
+        if planner and not holding:
+            instruction = planner.instruction  # ("hold" keeps re-issuing the last event's text after the plan)
+        chunk, ended = actor.act(obs, instruction)
         n = len(chunk)
-        if planner:
+        if planner and not holding:
             n = min(n, planner.cap)
         n = min(n, cfg.max_steps - steps)
         executed = 0
@@ -106,7 +115,7 @@ def run_episode(env, actor, task: str, seed: int, split: Split, cfg: EvalConfig,
             if tracker.success:
                 break
         steps += executed
-        if planner:
+        if planner and not holding:
             planner.update(executed, ended and executed == len(chunk))
     events = []
     if planner:
@@ -126,6 +135,8 @@ def evaluate(actor, cfg: EvalConfig, plans=None, progress: bool = True) -> list[
 
     from wallwm_edge.sim.metaworld_env import ACTION_DIM, PROPRIO_DIM, MetaWorldEnv, SimConfig
 
+    if cfg.plan_end not in ("stop", "hold"):
+        raise ConfigError(f"plan_end must be 'stop' or 'hold', got {cfg.plan_end!r}")
     if cfg.episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {cfg.episodes}")
     if actor.action_dim != ACTION_DIM:
