@@ -36,6 +36,10 @@ def test_noop_scores_zero_and_planner_advances_by_cap():
     assert [(e["start"], e["end"]) for e in r.events] == [(0, 20), (20, 40), (40, 60)]
     s = summarize([r])
     assert s["seen"]["task_progress"] == 0.0 and s["seen"]["success_rate"] == 0.0
+    # plan_end="hold": after the plan, the last event is re-issued until max_steps (unified mode's budget)
+    [h] = evaluate(NoopActor(), EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1, max_steps=90, event_cap=20,
+                                           plan_end="hold"), progress=False)
+    assert h.steps == 90 and [(e["start"], e["end"]) for e in h.events] == [(0, 20), (20, 40), (40, 60)]
 
 
 def test_progress_is_in_order_and_partial():
