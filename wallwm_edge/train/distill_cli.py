@@ -73,7 +73,8 @@ def register(sub) -> None:
     q.add_argument("--data", required=True, help="dataset for calibration and gate inputs")
     q.add_argument("--precisions", type=_csv, default=("fp16", "int8"), help="fp16,int8 (default both)")
     q.add_argument("--calib-samples", type=int, default=64, help="calibration samples (default 64)")
-    q.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    q.add_argument("--calib-method", default="percentile", choices=["percentile", "minmax", "entropy"],
+                   help="activation range calibration (default percentile: robust to outliers)")
     q.add_argument("--gate-samples", type=int, default=32, help="fresh samples per gate (default 32)")
     q.add_argument("--batch", type=int, default=4)
     q.add_argument("--keep", type=_csv, default=None, help="module names kept float (default: the action boundary)")
