@@ -102,8 +102,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer reps, seen split only, 1 episode per task")
     ap.add_argument("--teacher", default=None, help="teacher checkpoint (default checkpoints/teacher, else the newest runs/* teacher)")
     ap.add_argument("--student", default=str(REPO_ROOT / "checkpoints" / "student"), help="student folder: model.safetensors + student.sample*.onnx")
-    ap.add_argument("--episodes", type=int, default=None, help="episodes per task and split (default 3, quick 1)")
-    ap.add_argument("--splits", default=None, help="comma list (default seen,novel_scene; quick seen)")
+    ap.add_argument("--episodes", type=int, default=None, help="episodes per task and split (default 5, quick 1)")
+    ap.add_argument("--splits", default=None, help="comma list (default: all four splits; quick: seen)")
     ap.add_argument("--tasks", default=None, help="comma list of tasks (default: every task of each split)")
     ap.add_argument("--reps", type=int, default=None, help="latency reps per variant (default 30, quick 8)")
     ap.add_argument("--no-eval", action="store_true", help="latency only")
@@ -160,9 +160,9 @@ def main(argv=None) -> int:
 
     # ---- closed-loop Task Progress, same seeds for every variant
     if not args.no_eval:
-        splits = tuple((args.splits or ("seen" if args.quick else "seen,novel_scene")).split(","))
+        splits = tuple((args.splits or ("seen" if args.quick else "seen,novel_scene,heldout_paraphrase,heldout_task")).split(","))
         tasks = tuple(args.tasks.split(",")) if args.tasks else None
-        cfg = EvalConfig(splits=splits, tasks=tasks, episodes=args.episodes or (1 if args.quick else 3),
+        cfg = EvalConfig(splits=splits, tasks=tasks, episodes=args.episodes or (1 if args.quick else 5),
                          views=tuple(views), image_size=tuple(image_size))
         for name, actor in actors.items():
             t0 = time.perf_counter()

@@ -232,9 +232,11 @@ def load_for_export(path: str | os.PathLike) -> tuple[WallWM, dict]:
 
 
 def caption_table(source=None, embed=None, cfg=None) -> dict[str, np.ndarray]:
-    """caption -> embedding of every known event caption: the dataset's canonical captions (when a
-    SampleSource is given) and the event vocabulary's (registry subtasks, actions, segments), embedded
-    with the training encoder. Paraphrases are left to the on-board encoder: the table stays small."""
+    """text -> embedding of every known event text: the dataset's canonical captions (when a
+    SampleSource is given) and every text of the event vocabulary (registry tasks and subtasks,
+    actions, segments: caption, training paraphrases and the held-out paraphrases), embedded with the
+    training encoder. The on-board runtime carries no sentence encoder, so whatever the planner may
+    say must be here (~200 texts, ~0.6 MB of JSON)."""
     table: dict[str, np.ndarray] = {}
     if source is not None:
         table.update({c: source.embedding[c] for c in sorted({it.texts[0] for it in source.items})})
@@ -243,7 +245,12 @@ def caption_table(source=None, embed=None, cfg=None) -> dict[str, np.ndarray]:
     from wallwm_edge.events import vocab
 
     keys = {k for task in vocab.TASKS for k in vocab.subtask_keys(task)} | set(vocab.action_keys()) | set(vocab.segment_keys())
-    caps = sorted({vocab.caption(k).text for k in keys} - set(table))
+    keys |= {f"task:{t}" for t in vocab.TASKS}
+    texts = set()
+    for k in keys:
+        c = vocab.caption(k)
+        texts |= {c.text, *c.paraphrases, *c.heldout_paraphrases}
+    caps = sorted(texts - set(table))
     if caps:
         emb = np.asarray(embed(caps), np.float32)
         if cfg is not None and emb.shape[1] != cfg.instruction_dim:
