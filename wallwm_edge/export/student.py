@@ -204,7 +204,7 @@ def sidecar_info(model: WallWM, header: dict, kind: str, steps: int, precision: 
         "rig": header.get("rig"),
         "float_modules": list(keep) if precision != "fp32" else [],
         "checkpoint": {"step": header.get("step"), "dataset": header.get("dataset"), "distill": _distill_summary(header)},
-        "captions": {c: np.round(np.asarray(e, np.float64), 6).tolist() for c, e in captions.items()},  # float64: short JSON reprs
+        "captions": {c: np.round(np.asarray(e, np.float64), 5).tolist() for c, e in captions.items()},  # 1e-5: far below any effect
         "parity": [r.to_json() for r in reports],
     }
 
