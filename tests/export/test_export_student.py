@@ -107,7 +107,7 @@ def test_sidecar_roundtrip_and_refuses_a_changed_onnx(exported_tiny, tmp_path):
     assert rec["patch"] == model.cfg.patch and rec["image_size"] == list(model.cfg.image_size) and rec["action_dim"] == 4
     assert rec["normalizer"]["action"]["std"] == pytest.approx([0.3, 0.3, 0.3, 0.8])
     assert [i["name"] for i in rec["inputs"]] == [i.name for i in onnx_export.session(p).get_inputs()]
-    np.testing.assert_allclose(caption_embedding(rec, "grasp the puck"), table["grasp the puck"], atol=1e-6)
+    np.testing.assert_allclose(caption_embedding(rec, "grasp the puck"), table["grasp the puck"], atol=1e-5)  # stored at 5 decimals
     with pytest.raises(DataError, match="not in the sidecar's table"):
         caption_embedding(rec, "juggle")
     p.write_bytes(p.read_bytes() + b"\0")
