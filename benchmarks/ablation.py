@@ -218,14 +218,16 @@ def main(argv=None) -> int:
 
         embed = hash_embedder()
     arms = [x for x in a.arms.split(",") if x]
-    summaries = {}
+    summaries, per_task = {}, {}
     for arm in arms:  # an arm evaluated earlier (runs/eval_ARM.json) is reused unless --fresh
         cached = runs / f"eval_{arm}.json"
-        if cached.exists() and not a.fresh:
-            summaries[arm] = json.loads(cached.read_text())["summary"]
-        else:
-            summaries[arm] = evaluate_arm(arm, runs, episodes, splits, data, tasks, embed=embed)
+        if not (cached.exists() and not a.fresh):
+            evaluate_arm(arm, runs, episodes, splits, data, tasks, embed=embed)
+        doc = json.loads(cached.read_text())
+        summaries[arm], per_task[arm] = doc["summary"], doc.get("episodes_per_task")
     fig = figures_from(runs, summaries)
+    for arm, n in per_task.items():
+        fig[f"{arm}_episodes_per_task_and_split"] = n
     gap = fig.get("generalization_tp_gap_event_minus_unified")
     goals = {"generalization_tp_gap_event_minus_unified": ">= 15"}
     met = {"generalization_tp_gap_event_minus_unified": bool(gap is not None and gap >= 15)}
