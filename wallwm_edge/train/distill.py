@@ -325,7 +325,7 @@ class DistillConfig:
     student_preset: str = "student"
     student_steps: int = 2  # S: flow steps of the student
     teacher_steps: int | None = None  # K: default the teacher's own flow_steps
-    samples: int = 512  # dataset samples labelled by the teacher (the training set of the student)
+    samples: int = 2048  # dataset samples labelled by the teacher (the training set of the student)
     eval_samples: int = 64  # a separate labelled set for the student-vs-teacher error
     steps: int = 1000
     batch_size: int = 16

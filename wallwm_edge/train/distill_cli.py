@@ -44,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("--preset", default="student", help="student preset (default student)")
     p.add_argument("--student-steps", type=int, default=2, help="student flow steps S (default 2)")
     p.add_argument("--teacher-steps", type=int, default=None, help="teacher Euler steps K (default: the teacher's flow_steps)")
-    p.add_argument("--samples", type=int, default=512, help="dataset samples labelled by the teacher (default 512)")
+    p.add_argument("--samples", type=int, default=2048, help="dataset samples labelled by the teacher (default 2048; more labels beat more steps)")
     p.add_argument("--eval-samples", type=int, default=64, help="held-out labelled samples for the error report (default 64)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1000; on --resume: the saved total)")
     p.add_argument("--batch-size", type=int, default=16)
