@@ -121,11 +121,12 @@ def run_episode(env, actor, task: str, seed: int, split: Split, cfg: EvalConfig,
     if planner:
         for h in planner.history:
             events.append({"key": h.key, "instruction": h.instruction, "start": h.start, "end": h.end, "reason": h.reason})
-    for i, k in enumerate(tracker.keys):
-        if i < len(events):
-            events[i]["completed_at"] = tracker.completed_at[i]
-        else:
-            events.append({"key": k, "completed_at": tracker.completed_at[i]})
+    # Plan steps and scored events are matched by key (a plan file may word, order or split them differently).
+    done = dict(zip(tracker.keys, tracker.completed_at))
+    for e in events:
+        if e["key"] in done:
+            e["completed_at"] = done.pop(e["key"])
+    events += [{"key": k, "completed_at": t} for k, t in done.items()]
     return EpisodeResult(split.name, task, int(seed), bool(tracker.success), tracker.completed, tracker.total, steps, events)
 
 
