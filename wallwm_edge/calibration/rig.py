@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wallwm_edge.errors import DataError
+from wallwm_edge.errors import DataError, read_json_object
 
 FORMAT = "wallwm-rig/1"
 
@@ -208,11 +208,5 @@ class Rig:
 
     @staticmethod
     def load(path: str | os.PathLike) -> "Rig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DataError(f"{path}: rig file not found") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from None
+        d = read_json_object(path, DataError, "rig file not found")
         return Rig.from_json(d, where=f"{path}: ")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from wallwm_edge.data.episode import ACTION_SPACE, META, Episode, read_episode, shape_problems, write_episode
-from wallwm_edge.errors import DataError
+from wallwm_edge.errors import DataError, read_json_object
 
 FORMAT = "wallwm-dataset/1"
 INFO = "dataset.json"
@@ -102,14 +102,7 @@ class Dataset:
         """Open ROOT/dataset.json; DataError naming the file and field if it is missing or malformed."""
         root = Path(root)
         p = root / INFO
-        try:
-            info = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise DataError(f"{p}: not found ({root} is not a wallwm dataset; make one with `wallwm-edge data generate`)") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}: not valid JSON ({e})") from None
-        if not isinstance(info, dict):
-            raise DataError(f"{p}: must hold a JSON object")
+        info = read_json_object(p, DataError, f"not found ({root} is not a wallwm dataset; make one with `wallwm-edge data generate`)")
         for key in REQUIRED:
             if key not in info:
                 raise DataError(f"{p}: missing field {key!r}")

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from wallwm_edge.calibration.rig import Rig
-from wallwm_edge.errors import DataError
+from wallwm_edge.errors import DataError, read_json_object
 
 TRACKS = ("task", "subtask", "action", "segment")  # coarse to fine; each nests in the previous one
 META = "meta.json"
@@ -284,16 +284,7 @@ def write_episode(root: str | os.PathLike, episode: Episode, overwrite: bool = F
 
 def read_meta(path: str | os.PathLike) -> dict:
     """meta.json of an episode folder; DataError naming the file if missing or not JSON."""
-    p = Path(path) / META
-    try:
-        meta = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{p}: missing (not an episode folder, or an interrupted write)") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{p}: must hold a JSON object")
-    return meta
+    return read_json_object(Path(path) / META, DataError, "missing (not an episode folder, or an interrupted write)")
 
 
 def load_array(path: Path, mmap: bool = True) -> np.ndarray:
