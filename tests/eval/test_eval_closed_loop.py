@@ -5,6 +5,7 @@ end-of-event signal); a do-nothing policy must score 0 (and only advance by the 
 """
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -40,6 +41,24 @@ def test_noop_scores_zero_and_planner_advances_by_cap():
     [h] = evaluate(NoopActor(), EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1, max_steps=90, event_cap=20,
                                            plan_end="hold"), progress=False)
     assert h.steps == 90 and [(e["start"], e["end"]) for e in h.events] == [(0, 20), (20, 40), (40, 60)]
+
+
+class _AlwaysEnds(NoopActor):
+    """Zero motion in 5-step chunks, and every chunk claims the event has ended."""
+
+    def act(self, obs, instruction):
+        return super().act(obs, instruction)[0][:5], True
+
+
+def test_end_decision_rule_changes_when_events_end():
+    base = EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1, max_steps=60, event_cap=20)
+    [r] = evaluate(_AlwaysEnds(), base, progress=False)  # default rule: every chunk's signal advances
+    assert [(e["start"], e["end"], e["reason"]) for e in r.events] == [(0, 5, "signalled"), (5, 10, "signalled"), (10, 15, "signalled")]
+    assert r.steps == 15  # plan_end="stop": the policy declared the last event over
+    [k] = evaluate(_AlwaysEnds(), replace(base, end_confirm=2), progress=False)
+    assert [(e["start"], e["end"]) for e in k.events] == [(0, 10), (10, 20), (20, 30)]
+    [m] = evaluate(_AlwaysEnds(), replace(base, min_event_steps=12), progress=False)
+    assert [(e["start"], e["end"]) for e in m.events] == [(0, 15), (15, 30), (30, 45)]
 
 
 def test_progress_is_in_order_and_partial():

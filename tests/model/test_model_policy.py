@@ -56,6 +56,18 @@ def test_policy_act_shapes_and_length(ckpt, tiny_cfg, rig):
     assert np.array_equal(Policy.from_checkpoint(ckpt).act(obs)["actions"], out["actions"])
 
 
+def test_end_threshold_decides_where_the_event_ends(ckpt, tiny_cfg):
+    obs = obs_for(tiny_cfg)
+    p = Policy.from_checkpoint(ckpt).act(obs)["end_prob"]  # same seed -> same noise -> same p_end below
+    lo = Policy.from_checkpoint(ckpt, end_threshold=float(p[0]) * 0.5).act(obs)
+    hi = Policy.from_checkpoint(ckpt, end_threshold=float(np.nextafter(p.max(), 1.0))).act(obs)
+    assert np.array_equal(lo["end_prob"], p) and np.array_equal(hi["end_prob"], p)
+    assert lo["length"] == 1 and len(lo["chunk"]) == 1  # p_end[0] already exceeds it: the event ends at once
+    assert hi["length"] == tiny_cfg.horizon  # never exceeded: the whole horizon runs
+    with pytest.raises(ConfigError, match="end_threshold"):
+        Policy.from_checkpoint(ckpt, end_threshold=1.0)
+
+
 def test_policy_errors_name_both_values(ckpt, tiny_cfg, rig):
     pol = Policy.from_checkpoint(ckpt)
     obs = obs_for(tiny_cfg)

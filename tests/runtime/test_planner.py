@@ -61,6 +61,33 @@ def test_safety_cap_advances_a_silent_policy():
     assert p.done and [h.reason for h in p.history] == ["cap", "cap"]
 
 
+def test_end_confirm_and_min_event_steps_delay_the_advance():
+    plan = plan_from_keys("pick-place", ["reach:puck", "grasp:puck", "place:goal"], CATALOG)
+    # default rule: the first signal advances
+    assert EventPlanner(plan, max_steps_per_event=50).update(4, True)
+    # end_confirm=2: a signal must come on two chunks in a row; a chunk without it resets the count
+    p = EventPlanner(plan, max_steps_per_event=50, end_confirm=2)
+    assert not p.update(4, True)
+    assert not p.update(4, False)
+    assert not p.update(4, True)
+    assert p.update(3, True)
+    assert p.history[0].end == 15 and p.history[0].reason == "signalled" and p.steps_in_event == 0
+    # the count starts afresh in the next event
+    assert not p.update(2, True)
+    # min_event_steps=10: signals before 10 steps of the event are ignored
+    q = EventPlanner(plan, max_steps_per_event=50, min_event_steps=10)
+    assert not q.update(4, True) and not q.update(4, True)
+    assert q.update(4, True) and q.history[0].end == 12
+    # the safety cap still wins over a head that keeps being vetoed
+    c = EventPlanner(plan, max_steps_per_event=6, end_confirm=3)
+    assert not c.update(3, True)
+    assert c.update(3, True) and c.history[0].reason == "cap"
+    with pytest.raises(ConfigError, match="end_confirm"):
+        EventPlanner(plan, end_confirm=0)
+    with pytest.raises(ConfigError, match="min_event_steps"):
+        EventPlanner(plan, min_event_steps=-1)
+
+
 def test_styles_are_deterministic_and_heldout_differs():
     keys = ["reach:puck", "grasp:puck", "place:goal"]
     a = plan_from_keys("t", keys, CATALOG, style="heldout", seed=3)

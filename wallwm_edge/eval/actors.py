@@ -62,7 +62,7 @@ class CheckpointActor:
     name = "checkpoint"
     needs_images = True
 
-    def __init__(self, path, flow_steps: int | None = None, seed: int = 0, embed=None):
+    def __init__(self, path, flow_steps: int | None = None, seed: int = 0, embed=None, end_threshold: float = 0.5):
         """`embed`: texts -> (N, 384) embeddings; None = the policy's sentence encoder (all-MiniLM-L6-v2).
         A checkpoint trained with `--text-encoder hash` must be evaluated with the hash embedder."""
         from wallwm_edge.model.policy import Policy
@@ -70,7 +70,7 @@ class CheckpointActor:
         self.path = str(path)
         self.embed = embed
         self._cache: dict[str, np.ndarray] = {}
-        self.policy = Policy.from_checkpoint(path, steps=flow_steps, seed=seed)
+        self.policy = Policy.from_checkpoint(path, steps=flow_steps, seed=seed, end_threshold=end_threshold)
         cfg = self.policy.cfg
         self.mode = cfg.mode
         self.views = tuple(cfg.views)
@@ -96,11 +96,11 @@ class CheckpointActor:
         chunk = np.asarray(out["chunk"], np.float32)
         if chunk.ndim != 2 or chunk.shape[1] != self.action_dim or len(chunk) == 0:
             raise ConfigError(f"policy returned a chunk of shape {chunk.shape}, expected (L>0, {self.action_dim})")
-        ended = self.mode == "event" and bool(np.asarray(out["end_prob"])[len(chunk) - 1] > 0.5)
+        ended = self.mode == "event" and bool(np.asarray(out["end_prob"])[len(chunk) - 1] > self.policy.end_threshold)
         return chunk, ended
 
 
-def make_actor(spec: str, flow_steps: int | None = None, seed: int = 0, text_encoder: str = "minilm"):
+def make_actor(spec: str, flow_steps: int | None = None, seed: int = 0, text_encoder: str = "minilm", end_threshold: float = 0.5):
     """'expert', 'noop', or a checkpoint path (file or run folder)."""
     if spec == "expert":
         return ExpertActor()
@@ -111,4 +111,4 @@ def make_actor(spec: str, flow_steps: int | None = None, seed: int = 0, text_enc
         from wallwm_edge.train.samples import hash_embedder
 
         embed = hash_embedder()
-    return CheckpointActor(spec, flow_steps=flow_steps, seed=seed, embed=embed)
+    return CheckpointActor(spec, flow_steps=flow_steps, seed=seed, embed=embed, end_threshold=end_threshold)

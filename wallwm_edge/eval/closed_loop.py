@@ -37,6 +37,12 @@ class EvalConfig:
     # "stop" ends the episode (the literal protocol: the policy said it is done); "hold" keeps
     # re-issuing the last event until max_steps, the same time budget unified mode always gets.
     plan_end: str = "stop"
+    # The event-end decision rule (event mode; the defaults are the plain rule: advance on the first
+    # chunk whose p_end crosses 0.5). end_threshold goes to the actor (Policy.end_threshold), the other
+    # two to the planner (EventPlanner.end_confirm / min_event_steps). See benchmarks/termination.py.
+    end_threshold: float = 0.5
+    end_confirm: int = 1
+    min_event_steps: int = 0
     views: tuple[str, ...] = ("corner", "topview", "gripperPOV")
     image_size: tuple[int, int] = (96, 96)
     jitter_pos_m: float = 0.02  # novel_scene camera jitter
@@ -91,7 +97,8 @@ def run_episode(env, actor, task: str, seed: int, split: Split, cfg: EvalConfig,
     obs = env.reset(seed)
     tracker.update(obs)
     actor.reset(env, tracker)
-    planner = EventPlanner(plan, max_steps_per_event=cfg.event_cap) if actor.mode == "event" else None
+    planner = EventPlanner(plan, max_steps_per_event=cfg.event_cap, end_confirm=cfg.end_confirm,
+                           min_event_steps=cfg.min_event_steps) if actor.mode == "event" else None
     instruction = None if planner else task_instruction(task, split.style, random.Random(f"{task}/{seed}/{cfg.seed}"))
     needs_images = getattr(actor, "needs_images", True)
     steps = 0

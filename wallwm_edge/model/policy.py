@@ -10,7 +10,7 @@
     act(obs) -> {
       "actions":  (L, A) float32 raw end-effector actions for the whole horizon L = horizon
       "end_prob": (L,) float32, p(the event has ended by step l) (event mode; unified: 0 ... 0, 1)
-      "length":   int, steps to execute: first l with end_prob > 0.5, plus 1 (unified: L)
+      "length":   int, steps to execute: first l with end_prob > end_threshold (default 0.5), plus 1 (unified: L)
       "chunk":    (length, A) float32 = actions[:length]
     }
 
@@ -37,7 +37,14 @@ from wallwm_edge.model.sightcone import SightCone
 
 
 class Policy:
-    def __init__(self, model: WallWM, header: dict | None = None, rig: Rig | None = None, steps: int | None = None, seed: int = 0):
+    def __init__(self, model: WallWM, header: dict | None = None, rig: Rig | None = None, steps: int | None = None, seed: int = 0,
+                 end_threshold: float = 0.5):
+        """`end_threshold`: the event ends at the first step whose p_end exceeds it (event mode). 0.5 is the
+        head's decision boundary; a higher value demands more confidence before a chunk is cut and the
+        event declared over (see benchmarks/termination.py)."""
+        if not 0.0 <= end_threshold < 1.0:
+            raise ConfigError(f"end_threshold must be in [0, 1), got {end_threshold}")
+        self.end_threshold = float(end_threshold)
         self.model = model.eval()
         self.cfg = model.cfg
         self.header = header or {}
@@ -52,9 +59,10 @@ class Policy:
         self._encoder = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, rig: Rig | None = None, steps: int | None = None, seed: int = 0) -> "Policy":
+    def from_checkpoint(cls, path: str | os.PathLike, rig: Rig | None = None, steps: int | None = None, seed: int = 0,
+                        end_threshold: float = 0.5) -> "Policy":
         model, header = load_model(path)
-        return cls(model, header, rig=rig, steps=steps, seed=seed)
+        return cls(model, header, rig=rig, steps=steps, seed=seed, end_threshold=end_threshold)
 
     @property
     def views(self) -> list[str]:
@@ -111,7 +119,7 @@ class Policy:
         actions = actions[0].numpy().astype(np.float32)
         if self.cfg.mode == "event":
             end_prob = end_prob[0].numpy().astype(np.float32)
-            length = choose_length(end_prob)
+            length = choose_length(end_prob, self.end_threshold)
         else:  # fixed chunks: the termination head is not trained
             end_prob = np.zeros(self.cfg.horizon, np.float32)
             end_prob[-1] = 1.0

@@ -189,18 +189,33 @@ class EventPlanner:
             out = policy.act(obs, planner.instruction)      # a chunk plus an end-of-event flag
             for a in out.actions: obs = env.step(a)          # (the caller may stop the chunk early)
             planner.update(len(out.actions), out.event_end)
+
+    How a signal becomes an advance (the termination head's decision rule; defaults = the plain rule,
+    advance on the first signal):
+    - `end_confirm` = k: the signal must arrive on k consecutive chunks; a chunk that ends without it
+      resets the count. The policy re-plans from the new observation in between, so a one-off
+      spurious p_end crossing does not end the event; a real end is predicted again at once.
+    - `min_event_steps` = m: signals before the event has run m env steps are ignored.
+    The safety cap is untouched: it still advances after max_steps_per_event, whatever the head says.
     """
 
     plan: Plan
     max_steps_per_event: int = 60
+    end_confirm: int = 1
+    min_event_steps: int = 0
     index: int = 0
     steps_in_event: int = 0
     total_steps: int = 0
+    end_streak: int = 0  # consecutive chunks of the current event that ended with the signal
     history: list[StepRecord] = field(default_factory=list)
 
     def __post_init__(self):
         if self.max_steps_per_event <= 0:
             raise ConfigError(f"max_steps_per_event must be positive, got {self.max_steps_per_event}")
+        if self.end_confirm < 1:
+            raise ConfigError(f"end_confirm must be >= 1 (chunks that must signal the end in a row), got {self.end_confirm}")
+        if self.min_event_steps < 0:
+            raise ConfigError(f"min_event_steps must be >= 0, got {self.min_event_steps}")
         self.history.append(StepRecord(self.plan.steps[0].key, self.plan.steps[0].instruction, 0))
 
     @property
@@ -230,7 +245,8 @@ class EventPlanner:
             raise ValueError(f"n_steps must be >= 0, got {n_steps}")
         self.steps_in_event += n_steps
         self.total_steps += n_steps
-        if event_end:
+        self.end_streak = self.end_streak + 1 if event_end and self.steps_in_event >= self.min_event_steps else 0
+        if self.end_streak >= self.end_confirm:
             return self._advance("signalled")
         if self.cap == 0:
             return self._advance("cap")
@@ -240,7 +256,7 @@ class EventPlanner:
         rec = self.history[-1]
         rec.end, rec.reason = self.total_steps, reason
         self.index += 1
-        self.steps_in_event = 0
+        self.steps_in_event = self.end_streak = 0
         if not self.done:
             s = self.plan.steps[self.index]
             self.history.append(StepRecord(s.key, s.instruction, self.total_steps))
