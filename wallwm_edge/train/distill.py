@@ -433,6 +433,8 @@ class Distiller:
         self.dataset_meta = {"name": ds.info.get("name"), "root": str(ds.root), "fingerprint": self.fingerprint}
         self.K = int(dcfg.teacher_steps or tcfg.flow_steps)
         self.S = int(dcfg.student_steps)
+        if self.S < 1 or self.K % self.S:  # checked before the (slow) labelling starts
+            raise ConfigError(f"teacher steps {self.K} must be a multiple of student steps {self.S} (pass --teacher-steps)")
         self.student = make_student(self.teacher, dcfg.student_preset, self.S, dcfg.init, dcfg.seed)
         # The teacher's training split by default: labelling held-out-task episodes would leak them.
         self.split = self.theader.get("train_config", {}).get("split") if dcfg.split == "auto" else dcfg.split
