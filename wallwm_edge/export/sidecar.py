@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wallwm_edge.errors import DataError
+from wallwm_edge.errors import DataError, read_json_object
 
 FORMAT = "wallwm-onnx/1"
 REQUIRED = ("onnx", "sha256", "kind", "precision", "inputs", "outputs", "preset", "steps", "views", "image_size",
@@ -83,12 +83,7 @@ def read_sidecar(path: str | os.PathLike, check_hash: bool = True) -> dict:
     path = Path(path)
     if path.suffix == ".onnx":
         path = sidecar_path(path)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: sidecar missing (export writes it beside the .onnx)") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    record = read_json_object(path, DataError, "sidecar missing (export writes it beside the .onnx)")
     if record.get("format") != FORMAT:
         raise DataError(f"{path}: field 'format' is {record.get('format')!r}, expected {FORMAT!r}")
     missing = [k for k in REQUIRED if k not in record]

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wallwm_edge.errors import ConfigError, WallwmError
+from wallwm_edge.errors import ConfigError, WallwmError, read_json_object
 
 
 class TensorRTUnavailable(WallwmError):
@@ -50,12 +50,7 @@ class BuildProfile:
 
 def load_profile(path: str | os.PathLike) -> BuildProfile:
     path = Path(path)
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: build profile not found") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    d = read_json_object(path, ConfigError, "build profile not found")
     known = set(BuildProfile.__dataclass_fields__)
     unknown = sorted(set(d) - known)
     if unknown:

@@ -115,6 +115,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: I
             per_channel=per_channel,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
+            nodes_to_quantize=targets,  # weight products only: see weight_matmuls
             nodes_to_exclude=excluded,
             calibrate_method=methods[method],
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
