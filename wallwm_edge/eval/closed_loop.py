@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.eval.progress import ProgressTracker

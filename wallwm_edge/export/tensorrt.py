@@ -18,7 +18,6 @@ The build profile JSON: {"name", "precision": "fp16"|"int8", "batch": [min, opt,
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 
 RUN_EXAMPLES = """\
 examples:
