@@ -54,7 +54,7 @@ def _eval_job(args) -> dict:
     train_seed = int((ds.info.get("generator") or {}).get("seed", 0))
     exclude = frozenset(int(ep.seed) for ep in ds)
     t, k, m = rule
-    actor = CheckpointActor(ckpt, end_threshold=t)
+    actor = CheckpointActor(ckpt)  # evaluate() applies cfg.end_threshold
     cfg = EvalConfig(splits=tuple(splits), tasks=tasks, episodes=episodes, train_seed=train_seed, exclude_seeds=exclude,
                      end_threshold=t, end_confirm=k, min_event_steps=m)
     t0 = time.perf_counter()

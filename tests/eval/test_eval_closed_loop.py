@@ -51,8 +51,8 @@ class _AlwaysEnds(NoopActor):
 
 
 def test_end_decision_rule_changes_when_events_end():
-    base = EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1, max_steps=60, event_cap=20)
-    [r] = evaluate(_AlwaysEnds(), base, progress=False)  # default rule: every chunk's signal advances
+    base = EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1, max_steps=60, event_cap=20, end_threshold=0.5, end_confirm=1)
+    [r] = evaluate(_AlwaysEnds(), base, progress=False)  # the plain rule: every chunk's signal advances
     assert [(e["start"], e["end"], e["reason"]) for e in r.events] == [(0, 5, "signalled"), (5, 10, "signalled"), (10, 15, "signalled")]
     assert r.steps == 15  # plan_end="stop": the policy declared the last event over
     [k] = evaluate(_AlwaysEnds(), replace(base, end_confirm=2), progress=False)
@@ -113,8 +113,9 @@ def hash_embed():
 def test_untrained_checkpoint_runs_closed_loop_from_renders(tmp_path, hash_embed):
     # The real Policy on real renders: wiring only (an untrained model), so no figure is asserted.
     actor = CheckpointActor(_checkpoint(tmp_path / "m.safetensors"), embed=hash_embed)
-    cfg = EvalConfig(splits=("novel_scene",), tasks=(TASK,), episodes=1, max_steps=12, event_cap=6)
+    cfg = EvalConfig(splits=("novel_scene",), tasks=(TASK,), episodes=1, max_steps=12, event_cap=6, end_threshold=0.8)
     [r] = evaluate(actor, cfg, progress=False)
+    assert actor.policy.end_threshold == 0.8  # the config's decision rule reaches the policy
     assert 1 <= r.steps <= 12 and r.split == "novel_scene" and 0 <= r.progress <= 100
     ended = [e for e in r.events if e.get("end") is not None]
     assert ended and all(e["end"] - e["start"] <= 6 for e in ended)  # the cap bounds every event

@@ -62,7 +62,7 @@ class CheckpointActor:
     name = "checkpoint"
     needs_images = True
 
-    def __init__(self, path, flow_steps: int | None = None, seed: int = 0, embed=None, end_threshold: float = 0.5):
+    def __init__(self, path, flow_steps: int | None = None, seed: int = 0, embed=None):
         """`embed`: texts -> (N, 384) embeddings; None = the policy's sentence encoder (all-MiniLM-L6-v2).
         A checkpoint trained with `--text-encoder hash` must be evaluated with the hash embedder."""
         from wallwm_edge.model.policy import Policy
@@ -70,7 +70,7 @@ class CheckpointActor:
         self.path = str(path)
         self.embed = embed
         self._cache: dict[str, np.ndarray] = {}
-        self.policy = Policy.from_checkpoint(path, steps=flow_steps, seed=seed, end_threshold=end_threshold)
+        self.policy = Policy.from_checkpoint(path, steps=flow_steps, seed=seed)
         cfg = self.policy.cfg
         self.mode = cfg.mode
         self.views = tuple(cfg.views)
@@ -86,6 +86,13 @@ class CheckpointActor:
     def reset(self, env, tracker) -> None:
         pass
 
+    def set_end_threshold(self, threshold: float) -> None:
+        """The p_end level that cuts a chunk and signals the event's end; evaluate() sets it from
+        EvalConfig.end_threshold, so the config is the one place the decision rule is chosen."""
+        if not 0.0 <= threshold < 1.0:
+            raise ConfigError(f"end_threshold must be in [0, 1), got {threshold}")
+        self.policy.end_threshold = float(threshold)
+
     def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, bool]:
         if self.embed is not None:
             if instruction not in self._cache:
@@ -100,7 +107,7 @@ class CheckpointActor:
         return chunk, ended
 
 
-def make_actor(spec: str, flow_steps: int | None = None, seed: int = 0, text_encoder: str = "minilm", end_threshold: float = 0.5):
+def make_actor(spec: str, flow_steps: int | None = None, seed: int = 0, text_encoder: str = "minilm"):
     """'expert', 'noop', or a checkpoint path (file or run folder)."""
     if spec == "expert":
         return ExpertActor()
@@ -111,4 +118,4 @@ def make_actor(spec: str, flow_steps: int | None = None, seed: int = 0, text_enc
         from wallwm_edge.train.samples import hash_embedder
 
         embed = hash_embedder()
-    return CheckpointActor(spec, flow_steps=flow_steps, seed=seed, embed=embed, end_threshold=end_threshold)
+    return CheckpointActor(spec, flow_steps=flow_steps, seed=seed, embed=embed)
