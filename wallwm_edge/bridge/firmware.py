@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sysconfig
 import tempfile
 import threading
 import time
@@ -71,7 +72,10 @@ def find_fw_sim() -> Path:
         return Path(env)
     if source_dir() is not None and shutil.which(os.environ.get("CC", "cc")):
         return build("sim")
-    installed = shutil.which("wallwm-fw-sim")
+    # The wheel installs it beside `wallwm-edge` in the interpreter's scripts folder, which need not be
+    # on PATH (a venv that is not activated).
+    scripts = sysconfig.get_path("scripts")
+    installed = shutil.which("wallwm-fw-sim") or shutil.which("wallwm-fw-sim", path=scripts)
     if installed:
         return Path(installed)
     raise LinkError("wallwm-fw-sim not found: `pip install .` builds it, or run from a source checkout with cc")
