@@ -135,8 +135,11 @@ def nodes_under(model, prefixes: tuple[str, ...]) -> list[str]:
     return out
 
 
-def session(path: str | os.PathLike, threads: int | None = None):
-    """An onnxruntime CPU session; `threads` caps intra-op threads (None: onnxruntime's default)."""
+def session(path: str | os.PathLike, threads: int | None = None, providers=("CPUExecutionProvider",),
+            error: type[WallwmError] | None = None):
+    """An onnxruntime session (CPU unless `providers` says otherwise); `threads` caps intra-op threads
+    (None: onnxruntime's default). A file onnxruntime cannot load raises `error` (default ExportError) in one
+    line. torch-free: the on-board runtime builds its sessions here too."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -145,9 +148,9 @@ def session(path: str | os.PathLike, threads: int | None = None):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise ExportError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0][:300]}") from None
+        return ort.InferenceSession(str(path), opts, providers=list(providers))
+    except Exception as e:  # onnxruntime raises its own exception types; one line is what the user needs
+        raise (error or ExportError)(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0][:300]}") from None
 
 
 def run(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

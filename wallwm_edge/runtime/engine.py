@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from wallwm_edge.errors import ConfigError, DataError
+from wallwm_edge.export.onnx_export import session
 
 PRECISION_ORDER = ("fp32", "int8", "fp16")  # CPU preference when a folder holds several exports
 GRAPH_INPUTS = ("images", "proprio", "instruction", "view_mask", "mask", "noise_video", "noise_action")
@@ -67,15 +68,7 @@ class OrtEngine(Engine):
                          "CUDAExecutionProvider", "CPUExecutionProvider"]
         else:
             raise ConfigError(f"unknown engine {backend!r}: use cpu or tensorrt")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        try:
-            self.sess = ort.InferenceSession(str(path), opts, providers=providers)
-        except Exception as e:  # onnxruntime raises its own exception types; one line is what the user needs
-            raise ConfigError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0][:300]}") from None
+        self.sess = session(path, threads, providers, error=ConfigError)
         self.name = f"onnxruntime-{backend}"
         self.inputs = {i.name: i for i in self.sess.get_inputs()}
         self.outputs = [o.name for o in self.sess.get_outputs()]
