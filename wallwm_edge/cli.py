@@ -38,6 +38,11 @@ examples:
 """
 
 
+def comma_list(s: str) -> tuple[str, ...]:
+    """argparse type for "a,b,c" options: the non-empty, stripped items."""
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wallwm-edge",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from wallwm_edge.cli import comma_list
+
 EXAMPLES = """\
 examples:
   wallwm-edge export checkpoints/student --out checkpoints/student --data data/mw
@@ -17,10 +19,6 @@ OUT/NAME.export.json. Every file passes its parity gate against the eager model 
 """
 
 
-def _csv(s: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in s.split(",") if x.strip())
-
-
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (parity-gated), quantize, build TensorRT",
                        description="Export a wallwm-edge checkpoint to ONNX (opset 18), gate it against the eager model, "
@@ -30,9 +28,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--name", default="student", help="file name stem (default student)")
     p.add_argument("--data", default=None, help="dataset for gate inputs, int8 calibration and the caption table")
-    p.add_argument("--graphs", type=_csv, default=("sample", "step"), help="sample,step (default both)")
+    p.add_argument("--graphs", type=comma_list, default=("sample", "step"), help="sample,step (default both)")
     p.add_argument("--steps", type=int, default=None, help="flow steps unrolled in the sample graph (default: the checkpoint's)")
-    p.add_argument("--precisions", type=_csv, default=("fp32",), help="any of fp32,fp16,int8 (default fp32; int8 needs --data)")
+    p.add_argument("--precisions", type=comma_list, default=("fp32",), help="any of fp32,fp16,int8 (default fp32; int8 needs --data)")
     p.add_argument("--gate-samples", type=int, default=32, help="fresh samples per parity gate (default 32)")
     p.add_argument("--calib-samples", type=int, default=64, help="dataset samples for int8 calibration (default 64)")
     p.add_argument("--batch", type=int, default=4, help="rows per gate / calibration batch (default 4)")

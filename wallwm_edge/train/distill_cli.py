@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from wallwm_edge.cli import comma_list
+
 DISTILL_EXAMPLES = """\
 examples:
   wallwm-edge distill --teacher checkpoints/teacher --data data/mw --out runs/student
@@ -27,10 +29,6 @@ each gated against the eager model (int8: cosine >= 0.98; fp16: cosine >= 0.99, 
 size and accuracy per variant. The action boundary (time embedding, action in/out, termination head)
 stays float.
 """
-
-
-def _csv(s: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in s.split(",") if x.strip())
 
 
 def register(sub) -> None:
@@ -71,13 +69,13 @@ def register(sub) -> None:
     q.add_argument("checkpoint", help="the checkpoint the ONNX was exported from (eager reference for the gates)")
     q.add_argument("--onnx", required=True, help="the float32 ONNX written by `wallwm-edge export` (its sidecar beside it)")
     q.add_argument("--data", required=True, help="dataset for calibration and gate inputs")
-    q.add_argument("--precisions", type=_csv, default=("fp16", "int8"), help="fp16,int8 (default both)")
+    q.add_argument("--precisions", type=comma_list, default=("fp16", "int8"), help="fp16,int8 (default both)")
     q.add_argument("--calib-samples", type=int, default=64, help="calibration samples (default 64)")
     q.add_argument("--calib-method", default="percentile", choices=["percentile", "minmax", "entropy"],
                    help="activation range calibration (default percentile: robust to outliers)")
     q.add_argument("--gate-samples", type=int, default=32, help="fresh samples per gate (default 32)")
     q.add_argument("--batch", type=int, default=4)
-    q.add_argument("--keep", type=_csv, default=None, help="module names kept float (default: the action boundary)")
+    q.add_argument("--keep", type=comma_list, default=None, help="module names kept float (default: the action boundary)")
     q.add_argument("--text-encoder", default=None, choices=["minilm", "hash"], help="default: the one in the ONNX sidecar")
     q.add_argument("--track", default="subtask")
     q.add_argument("--seed", type=int, default=0)
