@@ -20,3 +20,15 @@ def tiny_metaworld_dataset(tmp_path_factory):
                                views=("corner", "topview", "gripperPOV"), seed=0, workers=1, progress=False)
     assert summary["episodes"] == 4, summary
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small models on a shared 2-core machine: one intra-op thread is faster than two, and far faster when
+    the machine is loaded. The torch test folders make it autouse in their conftest."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,15 +1,10 @@
-import numpy as np
 import pytest
 import torch
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is the fast setting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _single_torch_thread(one_torch_thread):
+    """Every test here runs with one torch thread (the fixture lives in tests/conftest.py)."""
 
 
 VIEWS = ("corner", "top", "gripper")  # wallwm_edge.data.synthetic.synthetic_rig names

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 
@@ -7,12 +6,8 @@ from wallwm_edge.model.presets import resolve
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small models: one intra-op thread is faster than two, and far faster on a shared, loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _single_torch_thread(one_torch_thread):
+    """Every test here runs with one torch thread (the fixture lives in tests/conftest.py)."""
 
 
 VIEWS = ("corner", "top", "gripper")  # names of wallwm_edge.data.synthetic.synthetic_rig

@@ -1,16 +1,12 @@
 import pytest
-import torch
 
 from wallwm_edge.data.dataset import Dataset
 from wallwm_edge.data.synthetic import synthetic_episode
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _single_torch_thread(one_torch_thread):
+    """Every test here runs with one torch thread (the fixture lives in tests/conftest.py)."""
 
 
 def make_synthetic_dataset(root, episodes=4, T=24, tasks=("pick-place-v3", "push-v3")):
