@@ -95,3 +95,31 @@ def test_bad_data_is_refused_before_training(synthetic_dataset, tmp_path):
         SampleSource(Dataset.open(synthetic_dataset), resolve(src.cfg, action_dim=6), hash_embedder())
     with pytest.raises(ConfigError, match="text embedder returned shape"):
         SampleSource(Dataset.open(synthetic_dataset), src.cfg, lambda texts: np.zeros((len(texts), 100)))
+
+
+def test_done_samples_come_after_the_event_end_with_end_from_step_zero_and_no_action_loss(synthetic_dataset):
+    ds = Dataset.open(synthetic_dataset)
+    cfg = resolve("tiny", views=ds.views, image_size=ds.image_size, action_dim=4, proprio_dim=4, horizon=16)
+    src = SampleSource(ds, cfg, hash_embedder(), done_fraction=0.5)
+    rng = np.random.default_rng(0)
+    done = within = 0
+    for j, t, k in src.plan(rng, 400):
+        it = src.items[j]
+        s = src.sample(j, t, k)
+        if t >= it.end:  # a done sample: inside the next event's span, the finished event's instruction
+            done += 1
+            assert it.done_end > it.end and t < it.done_end
+            assert s["end_target"].all() and not s["action_valid"].any()
+        else:
+            within += 1
+            assert it.start <= t and s["action_valid"].any()
+    assert done > 50 and within > 50
+    last = [it for it in src.items if it.done_end == 0]  # an episode's last event has nothing after it
+    assert last and len(last) < len(src.items)
+
+
+def test_done_fraction_out_of_range_is_refused(synthetic_dataset):
+    ds = Dataset.open(synthetic_dataset)
+    cfg = resolve("tiny", views=ds.views, image_size=ds.image_size, action_dim=4, proprio_dim=4)
+    with pytest.raises(ConfigError, match="done_fraction"):
+        SampleSource(ds, cfg, hash_embedder(), done_fraction=1.0)

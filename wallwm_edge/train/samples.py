@@ -4,7 +4,15 @@ Event mode (the paper's recipe): an item is one event on `track` (default "subta
 next-event granularity). A sample picks a frame t inside the event and targets the actions from t to
 the event's end, capped at L = horizon; the termination target is 1 from the event's last step on
 (all 0 when the event runs past the horizon: the policy executes L steps and is asked again). The
-instruction is the event's caption or one of its TRAINING paraphrases (held-out ones never).
+instruction is the event's caption or one of its TRAINING texts (wallwm_edge.events.language: verb and
+object synonyms, sentence shapes, casing, typos; held-out paraphrases never).
+
+"Done" samples (the share `done_fraction`): expert data alone never shows an event that is over, so the
+termination head could only learn "ends soon", not "is done". A done sample takes a frame AFTER its
+event's end (up to the end of the next event) with the finished event's instruction: the target is
+end = 1 from step 0 (the event is over before any action) and no action or video loss (there is no
+expert action for an event already done). So p_end[0] on a fresh observation answers "is this event
+done?" (wallwm_edge.events.end_rule), while p_end over the chunk still forecasts where it ends.
 
 Unified / fixed-chunk mode: an item is a whole episode (its task event); a sample picks any frame and
 targets the next L actions, whatever events they cross, with the TASK instruction.
@@ -32,6 +40,7 @@ import numpy as np
 
 from wallwm_edge.data.dataset import Dataset
 from wallwm_edge.errors import ConfigError, DataError
+from wallwm_edge.events.language import training_texts
 from wallwm_edge.model.presets import ModelConfig
 from wallwm_edge.model.sightcone import SightCone
 
@@ -44,7 +53,8 @@ class Item:
     start: int  # frames [start, end) the sample's first frame is drawn from
     end: int  # the event's end (event mode) or the episode's length
     key: str  # cluster key for balancing (event key, or task)
-    texts: tuple[str, ...]  # caption first, then training paraphrases
+    texts: tuple[str, ...]  # caption first, then training texts
+    done_end: int = 0  # frames [end, done_end) show this event already done (0: none, e.g. the last event)
 
 
 def default_embedder() -> Embedder:
@@ -87,9 +97,12 @@ def dataset_fingerprint(ds: Dataset) -> str:
 
 class SampleSource:
     def __init__(self, ds: Dataset, cfg: ModelConfig, embed: Embedder, track: str = "subtask", split: str | None = None,
-                 paraphrases: bool = True, clusters: int = 8, seed: int = 0):
+                 paraphrases: bool = True, clusters: int = 8, seed: int = 0, done_fraction: float = 0.0):
+        if not 0.0 <= done_fraction < 1.0:
+            raise ConfigError(f"done_fraction must be in [0, 1), got {done_fraction}")
         cfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size, where=f"dataset {ds.root}")
         self.cfg, self.track, self.paraphrases = cfg, track, paraphrases
+        self.done_fraction = done_fraction if cfg.mode == "event" else 0.0
         ids = ds.episode_ids
         self.episodes = [ds.episode(i) for i in ids]
         if split is not None:
@@ -102,11 +115,12 @@ class SampleSource:
                 evs = ep.events_on(track)
                 if not evs:
                     raise DataError(f"{ep.path or ep.episode_id}: no events on track {track!r} (event-mode training needs them)")
-                for e in evs:
-                    self.items.append(Item(i, e.start, e.end, e.key, (e.caption, *e.paraphrases)))
+                for n, e in enumerate(evs):
+                    done_end = evs[n + 1].end if n + 1 < len(evs) else 0
+                    self.items.append(Item(i, e.start, e.end, e.key, _texts(e), done_end))
             else:
                 task = ep.events_on("task")
-                texts = (task[0].caption, *task[0].paraphrases) if task else (ep.task,)
+                texts = _texts(task[0]) if task else (ep.task,)
                 # the last frame has no next action worth learning; any earlier frame starts a chunk
                 self.items.append(Item(i, 0, ep.num_frames, ep.task, texts))
         if not self.items:
@@ -181,8 +195,11 @@ class SampleSource:
             j = self._draw(position + i)
             it = self.items[j]
             last = max(it.start + 1, it.end - (0 if self.cfg.mode == "event" else 1))
-            t = int(rng.integers(it.start, last))
-            k = 0 if (not self.paraphrases or len(it.texts) == 1 or rng.random() < 0.5) else int(rng.integers(1, len(it.texts)))
+            if self.done_fraction and it.done_end > it.end and rng.random() < self.done_fraction:
+                t = int(rng.integers(it.end, it.done_end))  # a done sample (see the module docstring)
+            else:
+                t = int(rng.integers(it.start, last))
+            k = 0 if (not self.paraphrases or len(it.texts) == 1 or rng.random() < 0.3) else int(rng.integers(1, len(it.texts)))
             rows.append((j, t, k))
         return rows
 
@@ -196,10 +213,13 @@ class SampleSource:
         actions[:n] = ep.actions[t : t + n]
         actions[n:] = actions[n - 1]  # padding (masked out of the loss)
         valid = np.zeros(L, bool)
-        valid[:n] = True
         end = np.zeros(L, np.float32)
-        if cfg.mode == "event" and stop - t <= L:
-            end[n - 1 :] = 1.0  # the event ends inside this chunk, at step n - 1
+        if cfg.mode == "event" and t >= stop:  # a done sample: over before any action, nothing to imitate
+            end[:] = 1.0
+        else:
+            valid[:n] = True
+            if cfg.mode == "event" and stop - t <= L:
+                end[n - 1 :] = 1.0  # the event ends inside this chunk, at step n - 1
         fut_idx = [min(T - 1, t + int(round(n * (f + 1) / cfg.n_future))) for f in range(cfg.n_future)]
         return {
             "images": np.asarray(ep.frames[t]),
@@ -216,3 +236,12 @@ class SampleSource:
         """Stack samples into a batch of numpy arrays (B first)."""
         samples = [self.sample(*r) for r in rows]
         return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+def _texts(event) -> tuple[str, ...]:
+    """An event's training texts: the broad generated set for registry keys, else its stored paraphrases."""
+    try:
+        texts = training_texts(event.key)
+    except DataError:  # a key outside the registry (e.g. an imported dataset): its own texts
+        return (event.caption, *event.paraphrases)
+    return (event.caption, *[t for t in texts if t != event.caption], *[p for p in event.paraphrases if p not in texts])

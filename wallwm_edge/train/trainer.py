@@ -47,10 +47,12 @@ class TrainConfig:
     warmup: int = 50
     grad_clip: float = 1.0
     optimizer: str = "muon"  # "muon" (Muon on hidden matrices + AdamW) or "adamw"
+    ns_dtype: str = "auto"  # Muon's Newton-Schulz dtype: "auto" = bfloat16 only where the hardware has it (optim.py)
     seed: int = 0
     track: str = "subtask"  # event track that defines training events (event mode)
     split: str | None = None  # train only on episodes with this split tag (None: all)
     paraphrases: bool = True
+    done_fraction: float = 0.25  # event mode: share of samples drawn AFTER their event's end (samples.py)
     clusters: int = 8  # k-means clusters of captions for cluster-balanced sampling
     ae_frames: int = 256  # random frames the patch autoencoder is fitted on
     log_every: int = 10
@@ -109,7 +111,8 @@ class Trainer:
         if tcfg.batch_size % self.world:
             raise ConfigError(f"batch size {tcfg.batch_size} is not divisible by the {self.world} processes")
         self.tcfg, self.cfg = tcfg, cfg
-        self.source = SampleSource(ds, cfg, embed or default_embedder(), tcfg.track, tcfg.split, tcfg.paraphrases, tcfg.clusters, tcfg.seed)
+        self.source = SampleSource(ds, cfg, embed or default_embedder(), tcfg.track, tcfg.split, tcfg.paraphrases, tcfg.clusters, tcfg.seed,
+                                   done_fraction=tcfg.done_fraction)
         self.dataset_meta = {"name": ds.info.get("name"), "root": str(ds.root), "fingerprint": fingerprint,
                              "episodes": len(self.source.episodes), "items": len(self.source.items)}
         self.rig_json = self.source.episodes[0].rig.to_json()
@@ -127,7 +130,7 @@ class Trainer:
             model.action_norm.fit(acts)
             model.proprio_norm.fit(prop)
         model.train()
-        self.optimizers = make_optimizers(model, tcfg.optimizer, tcfg.lr, tcfg.weight_decay, tcfg.muon_lr)
+        self.optimizers = make_optimizers(model, tcfg.optimizer, tcfg.lr, tcfg.weight_decay, tcfg.muon_lr, tcfg.ns_dtype)
         self.base_lr = [tcfg.muon_lr or tcfg.lr, tcfg.lr] if tcfg.optimizer == "muon" else [tcfg.lr]
         self.step = 0
         if resume:
