@@ -147,3 +147,63 @@ def test_shared_transposed_weights_are_folded_once(tmp_path):
     assert [i.name for i in m.graph.initializer if i.name.startswith("W")] == ["W_T"]
     onnx.save(m, str(tmp_path / "b.onnx"))
     np.testing.assert_allclose(onnx_export.run(onnx_export.session(tmp_path / "b.onnx"), {"x": x})["y"], before, rtol=1e-6)
+
+
+def test_calib_method_changes_the_calibration_and_entropy_is_refused(exported, tmp_path):
+    """minmax and percentile write different activation scales (onnxruntime's entropy gave exactly the
+    min-max scales, so it is not offered); onnxruntime's calibration progress prints stay quiet."""
+    import contextlib
+    import io
+
+    from onnx import numpy_helper
+
+    from wallwm_edge.train.quantize import quantize_int8
+
+    model, _, fp32, source = exported
+    calib = st.dataset_feeds(model.cfg, source, 8, 4, seed=5, kind="sample")
+    scales = {}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for method in ("minmax", "percentile"):
+            dst = tmp_path / f"{method}.onnx"
+            quantize_int8(fp32, dst, calib, method=method)
+            g = onnx.load(str(dst))
+            scales[method] = {i.name: float(numpy_helper.to_array(i).ravel()[0]) for i in g.graph.initializer if i.name.endswith("_scale")}
+    assert out.getvalue() == ""
+    common = set(scales["minmax"]) & set(scales["percentile"])
+    assert common and any(scales["minmax"][k] != scales["percentile"][k] for k in common)
+    with pytest.raises(ConfigError, match="unknown calibration method 'entropy'"):
+        quantize_int8(fp32, tmp_path / "e.onnx", calib, method="entropy")
+
+
+def test_failed_int8_gate_names_the_remedy_and_export_leaves_no_partial_folder(exported, synthetic_dataset, tmp_path, capsys,
+                                                                                monkeypatch):
+    _, d, _, _ = exported
+    monkeypatch.setitem(parity.GATES, "int8", parity.Gate("int8", cosine_min=1.01, l1_max=None))  # no int8 model can pass
+    out = tmp_path / "new" / "onnx"
+    rc = main(["export", str(d), "--out", str(out), "--data", str(synthetic_dataset), "--graphs", "sample,step",
+               "--precisions", "fp32,int8", "--exporter", "torchscript", "--text-encoder", "hash",
+               "--gate-samples", "4", "--calib-samples", "4"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "parity gate failed" in err and "[int8]" in err
+    assert "--calib-samples" in err and "--calib-method minmax" in err and "--precisions fp32,fp16" in err
+    assert f"nothing was written to {out}" in err
+    assert list(tmp_path.iterdir()) == []  # neither OUT nor the folder made for it, nor a staging folder
+
+
+def test_export_into_an_existing_folder_keeps_its_files_and_reports_final_paths(exported, tmp_path, capsys):
+    import json
+
+    _, d, _, _ = exported
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    (out / "MODEL_CARD.md").write_text("card\n")
+    rc = main(["export", str(d), "--out", str(out), "--graphs", "sample", "--exporter", "torchscript", "--text-encoder", "hash",
+               "--gate-samples", "4"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "student.export.json", "student.sample.json", "student.sample.onnx"]
+    rep = json.loads((out / "student.export.json").read_text())
+    assert rep["graphs"]["sample"][0]["file"] == str(out / "student.sample.onnx")
+    assert read_sidecar(out / "student.sample.onnx")["precision"] == "fp32"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no staging folder left beside it

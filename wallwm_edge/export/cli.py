@@ -15,7 +15,8 @@ examples:
 
 writes OUT/NAME.sample.onnx (the whole S-step sampling, one call per chunk), OUT/NAME.step.onnx (one
 denoise step), a NAME.*.json sidecar beside each (inputs, normalizer, views, captions, parity), and
-OUT/NAME.export.json. Every file passes its parity gate against the eager model or the export fails.
+OUT/NAME.export.json. Every file passes its parity gate against the eager model or the export fails and
+writes nothing: files are staged in a hidden folder beside OUT and moved into OUT only when all passed.
 """
 
 
@@ -33,6 +34,8 @@ def register(sub) -> None:
     p.add_argument("--precisions", type=comma_list, default=("fp32",), help="any of fp32,fp16,int8 (default fp32; int8 needs --data)")
     p.add_argument("--gate-samples", type=int, default=32, help="fresh samples per parity gate (default 32)")
     p.add_argument("--calib-samples", type=int, default=64, help="dataset samples for int8 calibration (default 64)")
+    p.add_argument("--calib-method", default="percentile", choices=["percentile", "minmax"],
+                   help="int8 activation ranges: percentile (default: the 99.999th, robust to outliers) or minmax (the full range)")
     p.add_argument("--batch", type=int, default=4, help="rows per gate / calibration batch (default 4)")
     p.add_argument("--text-encoder", default="minilm", choices=["minilm", "hash"],
                    help="the encoder the checkpoint was trained with (caption table); default minilm")
@@ -48,13 +51,12 @@ def register(sub) -> None:
 def source_for(checkpoint, data, text_encoder: str, track: str = "subtask"):
     """A SampleSource over `data` with the checkpoint's config (checks the data fits it)."""
     from wallwm_edge.data.dataset import Dataset
-    from wallwm_edge.model.checkpoint import read_header
-    from wallwm_edge.model.presets import ModelConfig
+    from wallwm_edge.model.checkpoint import model_config, read_header
     from wallwm_edge.train.samples import SampleSource, default_embedder, hash_embedder
 
     header = read_header(checkpoint)
-    cfg = ModelConfig.from_json(header["config"])
-    split = header.get("train_config", {}).get("split")  # calibrate and gate on the checkpoint's training split
+    cfg = model_config(header, checkpoint)
+    split = (header.get("train_config") or {}).get("split")  # calibrate and gate on the checkpoint's training split
     embed = hash_embedder() if text_encoder == "hash" else default_embedder()
     return SampleSource(Dataset.open(data), cfg, embed, track, split, False), embed
 
@@ -81,7 +83,7 @@ def run(args) -> int:
     report = export_checkpoint(args.checkpoint, args.out, name=args.name, graphs=args.graphs, steps=args.steps, source=source,
                                embed=embed, text_encoder=args.text_encoder, precisions=args.precisions,
                                gate_samples=args.gate_samples, batch=args.batch, calib_samples=args.calib_samples, seed=args.seed,
-                               exporter=args.exporter)
+                               exporter=args.exporter, calib_method=args.calib_method)
     for kind, rows in report["graphs"].items():
         for r in rows:
             par = r["parity"]

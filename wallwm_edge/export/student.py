@@ -20,7 +20,10 @@ so a bad engine never sits on disk looking valid.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -280,18 +283,16 @@ def gate_feeds_for(cfg, kind: str, source, samples: int, batch: int, seed: int) 
 def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, name: str = "student",
                       graphs: tuple[str, ...] = ("sample", "step"), steps: int | None = None, source=None, embed=None,
                       text_encoder: str = "minilm", precisions: tuple[str, ...] = ("fp32",), gate_samples: int = 16,
-                      batch: int = 4, calib_samples: int = 64, seed: int = 0, progress: bool = True, exporter: str = "dynamo") -> dict:
+                      batch: int = 4, calib_samples: int = 64, seed: int = 0, progress: bool = True, exporter: str = "dynamo",
+                      calib_method: str = "percentile") -> dict:
     """Export, gate and (optionally) quantize every graph of a checkpoint; writes OUT/NAME.export.json.
 
     `source` (a train.samples.SampleSource on the checkpoint's dataset) gives calibration and gate
     inputs and the caption table; without it the gates use synthetic inputs and int8 is refused.
+    All or nothing: the files are written to a hidden staging folder beside OUT and moved into OUT once
+    every gate passed; on any failure (a missed gate, Ctrl-C) the staging folder is removed and OUT is
+    as it was.
     """
-    import json
-
-    from tqdm import tqdm
-
-    from wallwm_edge.train.quantize import quantize_variants, size_mb
-
     model, header = load_for_export(checkpoint)
     cfg = model.cfg
     steps = int(steps or cfg.flow_steps)
@@ -300,8 +301,57 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         raise ConfigError(f"unknown graph(s) {unknown}; choose from {', '.join(GRAPHS)}")
     if "int8" in precisions and source is None:
         raise ConfigError("int8 needs calibration batches from the dataset: pass --data (the checkpoint's dataset)")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
+    if final.exists() and not final.is_dir():
+        raise ConfigError(f"--out {final} is a file, not a folder")
+    created = [d for d in (final.parent, *final.parent.parents) if not d.exists()]  # removed again on failure
+    out_dir = staging_dir(final)
+    try:
+        report = _export_into(model, header, checkpoint, out_dir, name, graphs, steps, source, embed, text_encoder, precisions,
+                              gate_samples, batch, calib_samples, seed, progress, exporter, calib_method)
+        for rows in report["graphs"].values():
+            for r in rows:
+                r["file"] = str(final / Path(r["file"]).name)
+        (out_dir / f"{name}.export.json").write_text(json.dumps(report, indent=1) + "\n")
+        publish(out_dir, final)
+    except BaseException as e:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        if isinstance(e, parity.ParityError):
+            raise parity.ParityError(f"{e}; nothing was written to {final}") from None
+        raise
+    return report
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh hidden folder beside `final` (same file system, so publishing is a rename)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    return stage
+
+
+def publish(stage: Path, final: Path) -> None:
+    """Move the staged files into `final`: one rename when it does not exist yet, else file by file
+    (an existing folder, e.g. the checkpoint's own, keeps its other files)."""
+    if not final.exists():
+        os.replace(stage, final)
+        return
+    for f in sorted(stage.iterdir()):
+        os.replace(f, final / f.name)
+    stage.rmdir()
+
+
+def _export_into(model, header, checkpoint, out_dir: Path, name, graphs, steps, source, embed, text_encoder, precisions,
+                 gate_samples, batch, calib_samples, seed, progress, exporter, calib_method) -> dict:
+    from tqdm import tqdm
+
+    from wallwm_edge.train.quantize import quantize_variants, size_mb
+
+    cfg = model.cfg
     captions = caption_table(source, embed, cfg)
     report = {"checkpoint": str(checkpoint), "preset": cfg.name, "steps": steps, "text_encoder": text_encoder, "exporter": exporter, "graphs": {}}
     stages = [(g, p) for g in graphs for p in ("fp32", *[q for q in precisions if q != "fp32"])]
@@ -323,10 +373,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
             if quant:
                 bar.set_postfix_str(f"{kind} {','.join(quant)}")
                 calib = dataset_feeds(cfg, source, calib_samples, batch, seed + 200, kind) if source is not None else []
-                rows += quantize_variants(model, header, path, quant, calib, gate_feeds, captions=captions)
+                rows += quantize_variants(model, header, path, quant, calib, gate_feeds, captions=captions, calib_method=calib_method)
                 bar.update(len(quant))
             report["graphs"][kind] = rows
     finally:
         bar.close()
-    (out_dir / f"{name}.export.json").write_text(json.dumps(report, indent=1) + "\n")
     return report

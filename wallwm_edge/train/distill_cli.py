@@ -71,8 +71,9 @@ def register(sub) -> None:
     q.add_argument("--data", required=True, help="dataset for calibration and gate inputs")
     q.add_argument("--precisions", type=comma_list, default=("fp16", "int8"), help="fp16,int8 (default both)")
     q.add_argument("--calib-samples", type=int, default=64, help="calibration samples (default 64)")
-    q.add_argument("--calib-method", default="percentile", choices=["percentile", "minmax", "entropy"],
-                   help="activation range calibration (default percentile: robust to outliers)")
+    q.add_argument("--calib-method", default="percentile", choices=["percentile", "minmax"],
+                   help="activation ranges from the calibration batches: percentile (default: the 99.999th, robust to "
+                        "outliers) or minmax (the full range)")
     q.add_argument("--gate-samples", type=int, default=32, help="fresh samples per gate (default 32)")
     q.add_argument("--batch", type=int, default=4)
     q.add_argument("--keep", type=comma_list, default=None, help="module names kept float (default: the action boundary)")
@@ -128,6 +129,19 @@ def _teacher_config(spec: str, data: str):
     return resolve(spec, **fields)
 
 
+def check_onnx_file(path) -> None:
+    """DataError in one line if `path` is not a loadable ONNX model (truncated, corrupt protobuf)."""
+    import onnx
+
+    from wallwm_edge.errors import DataError
+    from wallwm_edge.validate import clip
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends: the user needs the file and one line
+        raise DataError(f"{path}: not a readable ONNX model ({type(e).__name__}: {clip(str(e).splitlines()[0] if str(e) else '', 200)})") from None
+
+
 def run_quantize(args) -> int:
     import torch
 
@@ -138,6 +152,7 @@ def run_quantize(args) -> int:
 
     torch.set_num_threads(1)
     parent = read_sidecar(args.onnx)
+    check_onnx_file(parent["onnx_path"])
     encoder = args.text_encoder or parent.get("text_encoder") or "minilm"
     model, header = st.load_for_export(args.checkpoint)
     source, _ = source_for(args.checkpoint, args.data, encoder, args.track)  # the checkpoint's training split

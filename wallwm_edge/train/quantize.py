@@ -22,10 +22,15 @@ Choices, and why:
   tensors: activation ranges of random images are not the ranges the robot sees. The default
   method is percentile (99.999th): on a 1500-step mw64 student the worst-sample cosine vs eager was
   0.9949 with it, 0.9840 with min-max (one outlier activation stretches a whole tensor's scale).
+  onnxruntime's entropy method is not offered: quantize_static cannot set its histogram size, and with
+  the default (128 bins for 128 quantized bins) the only candidate threshold is the full range, so it
+  wrote exactly the min-max scales.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from collections.abc import Iterable
@@ -35,11 +40,16 @@ import numpy as np
 
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.export.onnx_export import nodes_under
+from wallwm_edge.export.parity import ParityError
 
 # Module-path components of the action boundary (DESIGN.md decision 4). Any module whose dotted path
 # contains one of these components stays in float.
 ACTION_BOUNDARY = ("time_embed", "action_in", "action_out", "termination")
 QUANT_OPS = ("MatMul", "Gemm")
+CALIB_METHODS = ("percentile", "minmax")  # activation range calibration; see the module docstring for entropy
+
+INT8_REMEDY = ("int8 loses too much on this model: try more calibration data (--calib-samples 256), the other range method "
+               "(--calib-method minmax), or ship fp16 instead (--precisions fp32,fp16)")
 
 
 class _Reader:
@@ -91,10 +101,9 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: I
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
     if method not in methods:
-        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(methods)}")
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
     feeds = list(calibration)
     if not feeds:
         raise ConfigError("int8 calibration needs at least one batch of dataset inputs, got none")
@@ -107,19 +116,21 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: I
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # onnxruntime logs a pre-processing hint on every call; our graphs are already shape-inferred
+    # its histogram calibrators also print() their progress ("Collecting tensor data ..."): not the user's business
     try:
-        quantize_static(
-            model, str(dst), reader,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANT_OPS),
-            per_channel=per_channel,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_quantize=targets,  # weight products only: see weight_matmuls
-            nodes_to_exclude=excluded,
-            calibrate_method=methods[method],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-        )
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                model, str(dst), reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANT_OPS),
+                per_channel=per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=targets,  # weight products only: see weight_matmuls
+                nodes_to_exclude=excluded,
+                calibrate_method=methods[method],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            )
     finally:
         root.setLevel(level)
     q = onnx.load(str(dst))
@@ -295,7 +306,12 @@ def quantize_variants(model, header: dict, fp32_path: str | os.PathLike, precisi
             extra = quantize_int8(fp32_path, dst, calibration, keep, method=calib_method)
         rep = st.check_parity(model, kind, dst, gate_feeds, steps, precision)
         reports = [rep, st.check_parity(model, kind, dst, gate_feeds, steps, precision, reference=fp32_path)]
-        st.gate_or_remove(rep, dst)
+        try:
+            st.gate_or_remove(rep, dst)
+        except ParityError as e:
+            if precision != "int8":
+                raise
+            raise ParityError(f"{e}; {INT8_REMEDY}") from None
         info = st.sidecar_info(model, header, kind, steps, precision, captions, reports, keep)
         info["text_encoder"] = parent.get("text_encoder")
         info["quantization"] = {"float_nodes": len(extra.get("excluded_nodes", extra.get("float32_nodes", []))),
