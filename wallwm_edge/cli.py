@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = args.func(args)
-    except WallwmError as e:
-        print(f"wallwm-edge: error: {e}", file=sys.stderr)
+    except WallwmError as e:  # one line, whatever the message quotes: control characters escaped, length bounded
+        from wallwm_edge.validate import one_line
+
+        print(f"wallwm-edge: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("wallwm-edge: interrupted", file=sys.stderr)

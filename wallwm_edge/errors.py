@@ -23,20 +23,11 @@ class LinkError(WallwmError):
 
 
 def read_json_object(path, error: type[WallwmError] = DataError, missing: str = "not found") -> dict:
-    """Read a JSON object from `path`; a missing file, bad JSON or a non-object raises `error` naming the file.
+    """Read a JSON object from `path`; a missing file, a folder or FIFO, bad or too deeply nested JSON, or a
+    non-object raises `error` naming the file (see `wallwm_edge.validate.load_json`).
 
     `missing` completes the message for a missing file (say what the file is, or how to make it).
     """
-    import json
-    from pathlib import Path
+    from wallwm_edge.validate import load_json_object
 
-    path = Path(path)
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise error(f"{path}: {missing}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise error(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise error(f"{path}: must hold a JSON object")
-    return value
+    return load_json_object(path, error, missing)

@@ -25,8 +25,23 @@ from pathlib import Path
 import numpy as np
 
 from wallwm_edge.errors import DataError, read_json_object
+from wallwm_edge.validate import array, describe, integer, matrix, number, obj, optional, require, string
 
 FORMAT = "wallwm-rig/1"
+
+# Types, sizes and finiteness of a rig's JSON, checked before any number is used (NaN distortion, an
+# infinite width or a camera entry that is not an object each give one line naming the field).
+CAMERA_SPEC = obj({
+    "name": string(nonempty=True, max_len=200),
+    "width": integer(1, 1 << 16),
+    "height": integer(1, 1 << 16),
+    "K": matrix(3, 3),
+    "dist": array(number(), length=5),
+    "T_base_cam": matrix(4, 4),
+    "mount": string(choices=("fixed", "wrist")),
+    "T_flange_cam": optional(matrix(4, 4)),
+}, required=("name", "width", "height", "K", "T_base_cam"))
+WORKSPACE_SPEC = obj({"min": array(number(), length=3), "max": array(number(), length=3)}, required=("min", "max"))
 
 
 def check_pose(T: np.ndarray, where: str, tol: float = 1e-4) -> np.ndarray:
@@ -121,10 +136,14 @@ class Camera:
         return d
 
     @staticmethod
-    def from_json(d: dict, where: str = "") -> "Camera":
+    def from_json(d: dict, where: str = "", at: str = "") -> "Camera":
+        """A validated camera from its JSON; `at` is its field path in the file (e.g. "cameras[1]")."""
+        if not isinstance(d, dict):
+            raise DataError(f"{where}field '{at or 'camera'}' must be a camera object, got {describe(d)}")
         for key in ("name", "width", "height", "K", "T_base_cam"):
             if key not in d:
-                raise DataError(f"{where}camera entry is missing field {key!r}")
+                raise DataError(f"{where}camera entry {at + ' ' if at else ''}is missing field {key!r}")
+        require(d, CAMERA_SPEC, where, DataError, at)
         try:
             cam = Camera(
                 name=str(d["name"]),
@@ -186,18 +205,25 @@ class Rig:
 
     @staticmethod
     def from_json(d: dict, where: str = "") -> "Rig":
+        if not isinstance(d, dict):
+            raise DataError(f"{where}a rig must be a {FORMAT} object, got {describe(d)}")
         if d.get("format") != FORMAT:
-            raise DataError(f"{where}field 'format' must be {FORMAT!r}, got {d.get('format')!r}")
+            raise DataError(f"{where}field 'format' must be {FORMAT!r}, got {describe(d.get('format'))}")
         cams = d.get("cameras")
         if not isinstance(cams, list) or not cams:
-            raise DataError(f"{where}field 'cameras' must be a non-empty list")
+            raise DataError(f"{where}field 'cameras' must be a non-empty list, got {describe(cams)}")
         ws = d.get("workspace")
         wmin = wmax = None
         if ws is not None:
+            require(ws, WORKSPACE_SPEC, where, DataError, "workspace")
             wmin, wmax = np.asarray(ws["min"], np.float64), np.asarray(ws["max"], np.float64)
-            if wmin.shape != (3,) or wmax.shape != (3,) or np.any(wmin >= wmax):
-                raise DataError(f"{where}field 'workspace' must have min < max, 3 values each")
-        return Rig(tuple(Camera.from_json(c, where) for c in cams), wmin, wmax)
+            if np.any(wmin >= wmax):
+                raise DataError(f"{where}field 'workspace' must have min < max on every axis, got min {wmin.tolist()} max {wmax.tolist()}")
+        cameras = tuple(Camera.from_json(c, where, f"cameras[{i}]") for i, c in enumerate(cams))
+        names = [c.name for c in cameras]
+        if len(set(names)) != len(names):
+            raise DataError(f"{where}field 'cameras': camera names must be unique, got {names}")
+        return Rig(cameras, wmin, wmax)
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)

@@ -28,10 +28,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from wallwm_edge.calibration.rig import Camera
+from wallwm_edge.calibration.rig import WORKSPACE_SPEC, Camera
 from wallwm_edge.data.dataset import INFO, Dataset
-from wallwm_edge.data.episode import FIELDS, META, TRACKS, array_specs, load_array, sha256_file
+from wallwm_edge.data.episode import FIELDS, META, META_FIELDS, META_SPEC, TRACKS, array_specs, load_array, sha256_file
 from wallwm_edge.errors import DataError
+from wallwm_edge.validate import clip, describe, load_json, one_line, problems as spec_problems, quote, regular_file
 
 ROT_TOL = 1e-4
 SHOW_FRAMES = 8  # frames listed in a message before "+N more"
@@ -49,6 +50,13 @@ class Problem:
     view: str | None = None
     frames: tuple[int, ...] = ()
     severity: str = "error"  # "error" (check fails) or "warning"
+
+    def __post_init__(self):  # user text (keys, captions, names) reaches the terminal: one bounded, escaped line
+        object.__setattr__(self, "message", one_line(self.message))
+        for name in ("episode", "field", "view"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, clip(str(v), 100))
 
     def where(self) -> str:
         parts = []
@@ -97,6 +105,7 @@ def _per_frame(kind: str, message: str, bad: np.ndarray, ep: str, fld: str, view
 
 def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, dtype, data offset) from an .npy header without reading the data; DataError if unreadable."""
+    regular_file(path)  # a FIFO would block the open below for ever
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -119,7 +128,15 @@ def check_files(ep_dir: Path, eid: str, meta: dict, specs: dict, checksums: bool
     for name, (shape, dtype) in specs.items():
         fld, path = FIELDS[name], ep_dir / name
         if not path.is_file():
-            problems.append(Problem("missing", f"file {name} is missing", eid, fld))
+            if os.path.lexists(path):
+                try:
+                    regular_file(path)
+                    why = "cannot be read"
+                except DataError as e:
+                    why = str(e).removeprefix(f"{path}: ")
+                problems.append(Problem("missing", f"file {name} {why}", eid, fld))
+            else:
+                problems.append(Problem("missing", f"file {name} is missing", eid, fld))
             continue
         try:
             hshape, hdtype, offset = read_npy_header(path)
@@ -207,14 +224,19 @@ def check_rig(meta: dict, eid: str) -> tuple[list[Problem], dict[str, Camera]]:
     problems, cameras = [], {}
     rig = meta.get("rig")
     if not isinstance(rig, dict) or not isinstance(rig.get("cameras"), list):
-        return [Problem("meta", "meta.json field 'rig' must be a wallwm-rig/1 object with a 'cameras' list", eid, "rig")], {}
+        return [Problem("meta", f"meta.json field 'rig' must be a wallwm-rig/1 object with a 'cameras' list, got {describe(rig)}", eid, "rig")], {}
+    if rig.get("workspace") is not None:
+        ws = spec_problems(rig["workspace"], WORKSPACE_SPEC, "rig.workspace")
+        problems += [Problem("rig", f"field '{at}' {msg}", eid, at) for at, msg in ws]
+        if not ws and any(a >= b for a, b in zip(rig["workspace"]["min"], rig["workspace"]["max"])):
+            problems.append(Problem("rig", "workspace must have min < max on every axis", eid, "rig.workspace"))
     for i, d in enumerate(rig["cameras"]):
-        name = d.get("name", f"#{i}") if isinstance(d, dict) else f"#{i}"
+        name = d.get("name") if isinstance(d, dict) and isinstance(d.get("name"), str) else f"#{i}"
         try:
-            cameras[name] = Camera.from_json(d)
+            cameras[name] = Camera.from_json(d, "", f"rig.cameras[{i}]")
         except DataError as e:
             kind = "focal" if "focal" in str(e) else "rotation" if "orthonormal" in str(e) else "rig"
-            problems.append(Problem(kind, str(e), eid, f"rig.cameras[{name}]", view=str(name)))
+            problems.append(Problem(kind, str(e), eid, f"rig.cameras[{name}]", view=name))
     names = [d.get("name") for d in rig["cameras"] if isinstance(d, dict)]
     if names != meta.get("views"):
         problems.append(Problem("meta", f"rig camera names {names} != meta.json 'views' {meta.get('views')}", eid, "rig"))
@@ -240,7 +262,7 @@ def check_events(meta: dict, eid: str, T: int) -> tuple[list[Problem], list[dict
         frame = s if isinstance(s, int) else None
         ok = True
         if track not in TRACKS:
-            problems.append(Problem("events", f"unknown track {track!r} (expected one of {list(TRACKS)})", eid, fld))
+            problems.append(Problem("events", f"unknown track {quote(track, 60)} (expected one of {list(TRACKS)})", eid, fld))
             ok = False
         if not (isinstance(s, int) and isinstance(t, int) and 0 <= s < t <= T):
             problems.append(Problem("event_range", f"span [{s}, {t}) out of range (need 0 <= start < end <= {T})", eid, fld, frame))
@@ -255,7 +277,7 @@ def check_events(meta: dict, eid: str, T: int) -> tuple[list[Problem], list[dict
             text_ok = False
         if ok and text_ok:
             if not e.get("paraphrases"):
-                problems.append(Problem("caption", f"event {e['key']!r} has no paraphrases", eid, fld, s, severity="warning"))
+                problems.append(Problem("caption", f"event {quote(e['key'])} has no paraphrases", eid, fld, s, severity="warning"))
             good.append(e)
     # overlap within a track: sort by start, compare neighbours
     for track in TRACKS:
@@ -284,33 +306,29 @@ def check_events(meta: dict, eid: str, T: int) -> tuple[list[Problem], list[dict
 
 # --- episode and dataset ------------------------------------------------------------------------------
 
-META_FIELDS = ("episode_id", "task", "num_frames", "fps", "views", "image_size", "action_dim", "proprio_dim", "rig", "events", "files")
-
-
 def check_episode(ep_dir: Path, info: dict | None = None, checksums: bool = True) -> tuple[list[Problem], list[dict]]:
     """All problems of one episode folder (and its well-formed events). `info` is dataset.json, if any."""
     eid = ep_dir.name
     try:
-        meta = json.loads((ep_dir / META).read_text())
-    except FileNotFoundError:
-        return [Problem("missing", "meta.json is missing (incomplete episode folder)", eid, "meta.json")], []
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return [Problem("meta", f"meta.json is not valid JSON ({e})", eid, "meta.json")], []
+        meta = load_json(ep_dir / META, missing="missing")
+    except DataError as e:
+        why = str(e).removeprefix(f"{ep_dir / META}: ")
+        if why == "missing":
+            return [Problem("missing", "meta.json is missing (incomplete episode folder)", eid, "meta.json")], []
+        return [Problem("meta", f"meta.json {why}" if why.startswith("is ") else f"meta.json: {why}", eid, "meta.json")], []
     if not isinstance(meta, dict):
-        return [Problem("meta", "meta.json must hold a JSON object", eid, "meta.json")], []
+        return [Problem("meta", f"meta.json must hold a JSON object, got {describe(meta)}", eid, "meta.json")], []
     missing = [k for k in META_FIELDS if k not in meta]
     if missing:
         return [Problem("meta", f"meta.json is missing fields {missing}", eid, "meta.json")], []
+    bad = spec_problems(meta, META_SPEC)
+    if bad:  # types and ranges first: nothing below can trust a field that failed them
+        return [Problem("meta", f"meta.json field '{at}' {msg}", eid, at) for at, msg in bad], []
     problems = []
     if meta["episode_id"] != eid:
-        problems.append(Problem("meta", f"meta.json episode_id {meta['episode_id']!r} != folder name {eid!r}", eid, "episode_id"))
-    try:
-        T, (H, W) = int(meta["num_frames"]), (int(x) for x in meta["image_size"])
-        V, A, P = len(meta["views"]), int(meta["action_dim"]), int(meta["proprio_dim"])
-    except (TypeError, ValueError):
-        return problems + [Problem("meta", "meta.json num_frames/image_size/views/action_dim/proprio_dim malformed", eid, "meta.json")], []
-    if not (isinstance(meta["fps"], (int, float)) and meta["fps"] > 0):
-        problems.append(Problem("meta", f"fps must be a positive number, got {meta['fps']!r}", eid, "fps"))
+        problems.append(Problem("meta", f"meta.json episode_id {quote(meta['episode_id'])} != folder name {quote(eid)}", eid, "episode_id"))
+    T, (H, W) = meta["num_frames"], meta["image_size"]
+    V, A, P = len(meta["views"]), meta["action_dim"], meta["proprio_dim"]
     if info is not None:
         for key, got in (("views", meta["views"]), ("image_size", [H, W]), ("action_dim", A), ("proprio_dim", P)):
             if info.get(key) != got:
@@ -333,7 +351,7 @@ def check_key_captions(events: Iterable[dict]) -> list[Problem]:
     for e in events:
         f = first.setdefault(e["key"], e)
         if e["caption"] != f["caption"]:
-            problems.append(Problem("key_caption", f"key {e['key']!r} has caption {e['caption']!r} here but {f['caption']!r} in episode {f['_episode']}", e["_episode"], "events", e["start"]))
+            problems.append(Problem("key_caption", f"key {quote(e['key'])} has caption {quote(e['caption'])} here but {quote(f['caption'])} in episode {f['_episode']}", e["_episode"], "events", e["start"]))
     return problems
 
 

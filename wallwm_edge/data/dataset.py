@@ -18,12 +18,25 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from wallwm_edge.data.episode import ACTION_SPACE, META, Episode, read_episode, shape_problems, write_episode
+from wallwm_edge.data.episode import (ACTION_SPACE, DIM_SPEC, FPS_SPEC, IMAGE_SIZE_SPEC, META, VIEWS_SPEC, Episode, read_episode,
+                                      shape_problems, write_episode)
 from wallwm_edge.errors import DataError, read_json_object
+from wallwm_edge.validate import array, name_id, obj, optional, require, string
 
 FORMAT = "wallwm-dataset/1"
 INFO = "dataset.json"
 REQUIRED = ("format", "views", "image_size", "action_dim", "proprio_dim", "fps", "episodes")
+INFO_SPEC = obj({
+    "name": optional(string(max_len=1000)),
+    "views": VIEWS_SPEC,
+    "image_size": IMAGE_SIZE_SPEC,
+    "action_dim": DIM_SPEC,
+    "proprio_dim": DIM_SPEC,
+    "fps": FPS_SPEC,
+    "action_space": optional(string(max_len=200)),
+    "generator": optional(obj()),
+    "episodes": array(name_id, unique=True),  # ids become folder names: no '/', no '..', no control characters
+}, required=REQUIRED)
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
@@ -108,6 +121,7 @@ class Dataset:
                 raise DataError(f"{p}: missing field {key!r}")
         if info["format"] != FORMAT:
             raise DataError(f"{p}: field 'format' is {info['format']!r}, expected {FORMAT!r}")
+        require(info, INFO_SPEC, f"{p}: ")
         return cls(root, info)
 
     def save(self) -> None:

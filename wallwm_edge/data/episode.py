@@ -40,6 +40,7 @@ import numpy as np
 
 from wallwm_edge.calibration.rig import Rig
 from wallwm_edge.errors import DataError, read_json_object
+from wallwm_edge.validate import array, boolean, integer, name_id, npy_header, number, obj, require, string
 
 TRACKS = ("task", "subtask", "action", "segment")  # coarse to fine; each nests in the previous one
 META = "meta.json"
@@ -82,6 +83,8 @@ class Event:
 
     @staticmethod
     def from_json(d: dict, where: str = "") -> "Event":
+        if not isinstance(d, dict):
+            raise DataError(f"{where}event must be an object, got {type(d).__name__}")
         try:
             return Event(
                 track=str(d["track"]),
@@ -95,7 +98,7 @@ class Event:
             )
         except KeyError as e:
             raise DataError(f"{where}event is missing field {e.args[0]!r}") from None
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError, AttributeError) as e:
             raise DataError(f"{where}event has a malformed field ({e})") from None
 
 
@@ -109,6 +112,31 @@ def array_specs(T: int, V: int, H: int, W: int, A: int, P: int) -> dict[str, tup
         "cam_poses.npy": ((T, V, 4, 4), "float64"),
     }
 
+
+# Types and ranges of meta.json (and the matching fields of dataset.json), checked where the file is read.
+VIEWS_SPEC = array(string(nonempty=True, max_len=200), min_len=1, unique=True)
+IMAGE_SIZE_SPEC = array(integer(1, 1 << 16), length=2)
+DIM_SPEC = integer(1, 1 << 16)
+FPS_SPEC = number(positive=True, hi=1e5)
+FILE_SPEC = obj({"shape": array(integer(0, 1 << 40)), "dtype": string(max_len=32), "sha256": string(max_len=64)}, required=("shape", "dtype"))
+META_FIELDS = ("episode_id", "task", "num_frames", "fps", "views", "image_size", "action_dim", "proprio_dim", "rig", "events", "files")
+META_SPEC = obj({
+    "episode_id": name_id,
+    "task": string(max_len=1000),
+    "seed": integer(),
+    "num_frames": integer(1, 1 << 31),
+    "fps": FPS_SPEC,
+    "views": VIEWS_SPEC,
+    "image_size": IMAGE_SIZE_SPEC,
+    "action_dim": DIM_SPEC,
+    "proprio_dim": DIM_SPEC,
+    "success": boolean(),
+    "split_tags": array(string(max_len=200)),
+    "rig": obj(),
+    "events": array(),
+    "files": obj(values=FILE_SPEC),
+    "extra": obj(),
+}, required=META_FIELDS)
 
 FIELDS = {"frames.npy": "frames", "actions.npy": "actions", "proprio.npy": "proprio", "timestamps.npy": "timestamps", "cam_poses.npy": "cam_poses"}
 
@@ -288,7 +316,16 @@ def read_meta(path: str | os.PathLike) -> dict:
 
 
 def load_array(path: Path, mmap: bool = True) -> np.ndarray:
-    """np.load an .npy without pickles; DataError naming the file if missing or truncated."""
+    """np.load an .npy without pickles; DataError naming the file if missing, not a regular file (a FIFO
+    would block for ever), or its size on disk does not match its header (truncated, or a header that
+    declares far more than the file holds: refused before anything is allocated)."""
+    try:
+        npy_header(path)
+    except DataError as e:
+        detail = str(e).removeprefix(f"{path}: ")
+        if detail == "missing":
+            raise
+        raise DataError(f"{path}: unreadable or truncated ({detail})") from None
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
@@ -306,16 +343,25 @@ def read_episode(path: str | os.PathLike, mmap: bool = True) -> Episode:
     """
     path = Path(path)
     meta = read_meta(path)
-    where = f"episode {meta.get('episode_id', path.name)}: "
-    for key in ("episode_id", "task", "rig", "files"):
+    where = f"episode {path.name}: "
+    for key in META_FIELDS:
         if key not in meta:
             raise DataError(f"{where}meta.json is missing field {key!r}")
+    require(meta, META_SPEC, f"{where}meta.json ")
     rig = Rig.from_json(meta["rig"], where=where + "rig: ")
+    if rig.names != meta["views"]:
+        raise DataError(f"{where}meta.json field 'views' {meta['views']} != the rig's camera names {rig.names}")
+    T, (H, W), A, P = meta["num_frames"], meta["image_size"], meta["action_dim"], meta["proprio_dim"]
+    expected = array_specs(T, len(meta["views"]), H, W, A, P)
     arrays = {}
     for name, attr in FIELDS.items():
         spec = meta["files"].get(name)
         if spec is None:
             raise DataError(f"{where}meta.json field 'files' has no entry for {name}")
+        want_shape, want_dtype = expected[name]
+        if tuple(spec["shape"]) != want_shape or spec["dtype"] != want_dtype:
+            raise DataError(f"{where}{attr}: meta.json 'files' records {spec['shape']} {spec['dtype']}, but num_frames/views/"
+                            f"image_size/dims imply {list(want_shape)} {want_dtype}")
         arr = load_array(path / name, mmap=mmap)
         if list(arr.shape) != list(spec["shape"]) or str(arr.dtype) != spec["dtype"]:
             raise DataError(f"{where}{attr}: file has shape {list(arr.shape)} {arr.dtype}, meta.json says {spec['shape']} {spec['dtype']}")

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from wallwm_edge.data.dataset import Dataset
+from wallwm_edge.validate import clip
 
 
 @dataclass
@@ -108,11 +109,11 @@ def format_stats(st: Stats) -> str:
         f"episodes      {st.episodes}",
         f"frames        {st.frames}",
         f"success rate  {st.success_rate:.1%}",
-        "tasks         " + ", ".join(f"{t}: {n}" for t, n in sorted(st.tasks.items())),
-        "events        " + ", ".join(f"{t}: {st.tracks[t]}" for t in st.tracks),
+        "tasks         " + ", ".join(f"{clip(t, 80)}: {n}" for t, n in sorted(st.tasks.items())),
+        "events        " + ", ".join(f"{clip(t, 80)}: {st.tracks[t]}" for t in st.tracks),
     ]
-    for track, keys in st.keys.items():
-        lines.append(f"  {track:8s}    " + ", ".join(f"{k}: {n}" for k, n in sorted(keys.items())))
+    for track, keys in st.keys.items():  # keys and tasks are user text: escaped, so no control character reaches the terminal
+        lines.append(f"  {clip(track, 80):8s}    " + ", ".join(f"{clip(k, 80)}: {n}" for k, n in sorted(keys.items())))
     for name, m in (("actions", st.actions), ("proprio", st.proprio)):
         if m.n:
             j = m.to_json()

@@ -3,7 +3,7 @@
 `student.sample.onnx` gets `student.sample.json`:
 
     {"format": "wallwm-onnx/1",
-     "onnx": "student.sample.onnx", "sha256": "...", "kind": "sample" | "denoise_step",
+     "onnx": "student.sample.onnx", "sha256": "...", "kind": "sample" | "step",
      "precision": "fp32" | "fp16" | "int8",
      "inputs":  [{"name", "shape": ["batch", 3, ...], "dtype": "float32", "doc"}],
      "outputs": [{"name", "shape", "dtype", "doc"}],
@@ -31,10 +31,37 @@ from pathlib import Path
 import numpy as np
 
 from wallwm_edge.errors import DataError, read_json_object
+from wallwm_edge.validate import array, integer, number, obj, optional, quote, require, string
 
 FORMAT = "wallwm-onnx/1"
 REQUIRED = ("onnx", "sha256", "kind", "precision", "inputs", "outputs", "preset", "steps", "views", "image_size",
             "patch", "L_max", "action_dim", "normalizer", "captions")
+_TENSOR = obj({"name": string(nonempty=True, max_len=100), "shape": array(), "dtype": string(max_len=32)}, required=("name", "shape"))
+_MOMENTS = obj({"mean": array(number()), "std": array(number(positive=True))}, required=("mean", "std"))
+# Types, sizes and finiteness of what the torch-free runtime reads from a sidecar: refused here in one
+# line, never as a traceback in the middle of `run`.
+SPEC = obj({
+    "onnx": string(nonempty=True, max_len=255),
+    "sha256": string(max_len=64),
+    "kind": string(choices=("sample", "step")),
+    "precision": string(max_len=16),
+    "inputs": array(_TENSOR, min_len=1),
+    "outputs": array(_TENSOR, min_len=1),
+    "preset": string(max_len=200),
+    "steps": integer(1, 1000),
+    "views": array(string(nonempty=True, max_len=200), min_len=1, unique=True),
+    "image_size": array(integer(1, 1 << 16), length=2),
+    "patch": integer(1, 1 << 12),
+    "L_max": integer(1, 1 << 16),
+    "action_dim": integer(1, 1 << 12),
+    "proprio_dim": integer(0, 1 << 12),
+    "text_dim": integer(1, 1 << 16),
+    "mode": string(choices=("event", "unified")),
+    "normalizer": obj({"action": _MOMENTS, "proprio": optional(_MOMENTS)}, required=("action",)),
+    "captions": obj(values=array(number(), min_len=1)),
+    "config": optional(obj({"near": number(positive=True), "far": number(positive=True), "n_future": integer(1, 64)})),
+    "rig": optional(obj()),
+}, required=REQUIRED)
 
 
 def sidecar_path(onnx_path: str | os.PathLike) -> Path:
@@ -89,10 +116,21 @@ def read_sidecar(path: str | os.PathLike, check_hash: bool = True) -> dict:
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         raise DataError(f"{path}: missing field(s) {missing}")
-    onnx_file = path.parent / record["onnx"]
+    require(record, SPEC, f"{path}: ")
+    name = record["onnx"]
+    if Path(name).name != name or name in (".", ".."):  # the graph lives beside its sidecar, never elsewhere
+        raise DataError(f"{path}: field 'onnx' must be a file name in the sidecar's folder, got {quote(name, 100)}")
+    mean, std = record["normalizer"]["action"]["mean"], record["normalizer"]["action"]["std"]
+    if len(mean) != record["action_dim"] or len(std) != record["action_dim"]:
+        raise DataError(f"{path}: field 'normalizer.action' has {len(mean)} means and {len(std)} stds, 'action_dim' is {record['action_dim']}")
+    if record.get("rig") is not None:
+        from wallwm_edge.calibration.rig import Rig
+
+        Rig.from_json(record["rig"], where=f"{path}: rig: ")
+    onnx_file = path.parent / name
     if check_hash:
         if not onnx_file.is_file():
-            raise DataError(f"{path}: field 'onnx' names {onnx_file}, which does not exist")
+            raise DataError(f"{path}: field 'onnx' names {onnx_file}, which does not exist or is not a regular file")
         got = file_sha256(onnx_file)
         if got != record["sha256"]:
             raise DataError(f"{path}: field 'sha256' does not match {onnx_file.name} (file changed after export?)")
@@ -104,7 +142,7 @@ def caption_embedding(record: dict, caption: str) -> np.ndarray:
     """The stored embedding of a known caption; DataError listing a few known ones otherwise."""
     table = record.get("captions", {})
     if caption not in table:
-        known = ", ".join(repr(c) for c in list(table)[:5])
-        raise DataError(f"caption {caption!r} is not in the sidecar's table ({len(table)} known, e.g. {known}); "
+        known = ", ".join(quote(c, 60) for c in list(table)[:5])
+        raise DataError(f"caption {quote(caption)} is not in the sidecar's table ({len(table)} known, e.g. {known}); "
                         "embed it with the sentence encoder instead")
     return np.asarray(table[caption], dtype=np.float32)

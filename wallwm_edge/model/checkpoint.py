@@ -19,12 +19,42 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from wallwm_edge.errors import ConfigError
+from wallwm_edge.errors import ConfigError, DataError
 from wallwm_edge.model.denoiser import WallWM
 from wallwm_edge.model.presets import ModelConfig
+from wallwm_edge.validate import array, describe, integer, number, obj, optional, parse_json, quote, require, string
 
 FORMAT = "wallwm-checkpoint/1"
 MODEL_FILE = "model.safetensors"
+MAX_WEIGHT = 1e6  # |w| above this is a corrupted weight (one flipped exponent bit makes 3.4e37), not a trained one
+
+
+def _config_spec() -> dict:
+    """Field -> spec of a ModelConfig's JSON, from the dataclass's annotations (ints >= 1 except where 0 is
+    meaningful, finite floats, strings, the views list and the (H, W) image size)."""
+    import dataclasses
+
+    kinds = {"int": integer(1, 1 << 20), "float": number(lo=-1e6, hi=1e6), "str": string(max_len=200),
+             "tuple[str, ...]": array(string(nonempty=True, max_len=200), unique=True), "tuple[int, int]": array(integer(1, 1 << 16), length=2)}
+    zero_ok = {"reasoning_states", "reasoner_depth"}
+    spec = {}
+    for f in dataclasses.fields(ModelConfig):
+        s = kinds.get(str(f.type))
+        if s is not None:
+            spec[f.name] = integer(0, 1 << 20) if f.name in zero_ok else s
+    spec["near"], spec["far"] = number(positive=True, hi=1e3), number(positive=True, hi=1e3)
+    return spec
+
+
+HEADER_SPEC = obj({
+    "config": obj(_config_spec(), required=("name",)),
+    "normalizer": optional(obj(values=obj(values=array(number())))),
+    "train_config": optional(obj()),
+    "dataset": optional(obj()),
+    "distill": optional(obj()),
+    "step": optional(integer(0)),
+    "rig": optional(obj()),
+}, required=("config",))
 
 
 def model_path(path: str | os.PathLike) -> Path:
@@ -59,17 +89,57 @@ def read_header(path: str | os.PathLike) -> dict:
         raise ConfigError(f"{p}: not a safetensors checkpoint ({e})") from None
     if "wallwm" not in meta:
         raise ConfigError(f"{p}: safetensors file has no 'wallwm' header: not a wallwm-edge checkpoint")
-    header = json.loads(meta["wallwm"])
+    header = parse_json(meta["wallwm"], f"{p}: metadata 'wallwm'", ConfigError)
+    if not isinstance(header, dict):
+        raise ConfigError(f"{p}: metadata 'wallwm' must be a JSON object, got {describe(header)}")
     if header.get("format") != FORMAT:
-        raise ConfigError(f"{p}: checkpoint format is {header.get('format')!r}, expected {FORMAT!r}")
+        raise ConfigError(f"{p}: checkpoint format is {quote(header.get('format'), 60)}, expected {FORMAT!r}")
+    require(header, HEADER_SPEC, f"{p}: metadata 'wallwm' ", ConfigError)
+    if header.get("rig") is not None:
+        from wallwm_edge.calibration.rig import Rig
+
+        try:
+            Rig.from_json(header["rig"], where=f"{p}: metadata 'wallwm' rig: ")
+        except DataError as e:
+            raise ConfigError(str(e)) from None
     return header
+
+
+def model_config(header: dict, path: str | os.PathLike = "checkpoint") -> ModelConfig:
+    """The ModelConfig of a (read_header-validated) header; ConfigError naming the file otherwise."""
+    try:
+        return ModelConfig.from_json(header["config"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: metadata 'wallwm' config: {e}") from None
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise ConfigError(f"{path}: metadata 'wallwm' config is malformed ({e})") from None
+
+
+def check_finite_tensors(state: dict, path: str | os.PathLike) -> None:
+    """ConfigError naming the first tensor with a NaN, an inf or a value beyond +-MAX_WEIGHT (a flipped
+    exponent bit): such a checkpoint would run, and silently produce (or teach) NaN actions."""
+    for name, t in state.items():
+        if not torch.is_tensor(t) or not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+            continue
+        x = t.detach().float() if t.dtype in (torch.float16, torch.bfloat16) else t.detach()
+        bad = ~torch.isfinite(x) | (x.abs() > MAX_WEIGHT)
+        if bool(bad.any()):
+            n = int(bad.sum())
+            i = int(bad.flatten().nonzero()[0, 0])
+            v = float(x.flatten()[i])
+            raise ConfigError(f"{path}: tensor {quote(name, 120)} has {n} non-finite or implausible value(s) "
+                              f"(first: {v:.4g} at flat index {i}; |w| must be finite and <= {MAX_WEIGHT:g}): a corrupted checkpoint")
 
 
 def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[WallWM, dict]:
     p = model_path(path)
     header = read_header(p)
-    model = WallWM(ModelConfig.from_json(header["config"]))
-    state = load_file(str(p), device=map_location)
+    model = WallWM(model_config(header, p))
+    try:
+        state = load_file(str(p), device=map_location)
+    except (SafetensorError, OSError) as e:
+        raise ConfigError(f"{p}: cannot read the checkpoint's tensors ({e})") from None
+    check_finite_tensors(state, p)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConfigError(f"{p}: checkpoint does not match its config (missing {missing[:4]}, unexpected {unexpected[:4]})")

@@ -85,8 +85,25 @@ def summary(result) -> str:
     return "\n".join(lines)
 
 
+def check_inputs(args) -> None:
+    """Validate the files `run` reads (student sidecar with its rig, --rig) before the run folder is made,
+    so bad input gets one line and leaves nothing behind. torch-free, like the run itself."""
+    from pathlib import Path
+
+    from wallwm_edge.calibration.rig import Rig
+    from wallwm_edge.export.sidecar import read_sidecar
+    from wallwm_edge.runtime.engine import find_student
+    from wallwm_edge.runtime.loop import default_student
+
+    read_sidecar(find_student(Path(args.student) if args.student else default_student(), args.precision))
+    if args.rig:
+        Rig.load(args.rig)
+
+
 def _run(args) -> int:
     from wallwm_edge.runtime.loop import run
+
+    check_inputs(args)
 
     def on_term(signum, frame):  # SIGTERM ends the run like Ctrl-C: hold, shut down, write the report
         raise KeyboardInterrupt

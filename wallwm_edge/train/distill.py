@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.model.checkpoint import FORMAT as CKPT_FORMAT
-from wallwm_edge.model.checkpoint import MODEL_FILE, read_header, save_model
+from wallwm_edge.model.checkpoint import MODEL_FILE, check_finite_tensors, model_config, read_header, save_model
 from wallwm_edge.model.denoiser import WallWM
 from wallwm_edge.model.presets import ModelConfig, resolve
 
@@ -140,9 +140,13 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], wh
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise ConfigError(f"{path}: cannot read the checkpoint's tensors ({e})") from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
@@ -165,13 +169,17 @@ def load_teacher(path: str | os.PathLike, key_map: KeyMap | None = None, config:
     header: dict = {}
     try:
         header = read_header(p)
-    except ConfigError:
+    except ConfigError as e:
         if config is None:
-            raise ConfigError(f"{p}: not a wallwm-edge checkpoint (no '{CKPT_FORMAT}' header); pass --teacher-config "
-                              "(a preset name or a config JSON) and, if its keys differ, --key-map") from None
-    cfg = config or ModelConfig.from_json(header["config"])
+            if "no 'wallwm' header" in str(e) or "not a safetensors" in str(e):
+                raise ConfigError(f"{p}: not a wallwm-edge checkpoint (no '{CKPT_FORMAT}' header); pass --teacher-config "
+                                  "(a preset name or a config JSON) and, if its keys differ, --key-map") from None
+            raise  # a wallwm header that is malformed: its own message names the field
+    cfg = config or model_config(header, p)
     model = WallWM(cfg)
-    state = (key_map or KeyMap()).apply(_read_tensors(p), str(p))
+    state = _read_tensors(p)
+    check_finite_tensors(state, p)  # a NaN or bit-flipped teacher weight would teach a NaN student, silently
+    state = (key_map or KeyMap()).apply(state, str(p))
     load_state_strict(model, state, str(p))
     header = dict(header) or {"config": cfg.to_json(), "external": True}
     header["sha256"] = _sha256(p)
@@ -513,6 +521,8 @@ class Distiller:
                 "history": self.history,
             },
         }
+        # never write a student that cannot act: a NaN/inf weight here means the run diverged
+        check_finite_tensors(self.student.state_dict(), f"{self.out / MODEL_FILE} (student at step {self.step}, not written)")
         path = save_model(self.out / MODEL_FILE, self.student, meta)
         save_train_state(self.out / STATE_FILE, self.step, self.optimizers, self.np_rng, self.gen, self.dcfg.to_json())
         return path
