@@ -121,3 +121,36 @@ def test_warm_start_from_a_previous_student_and_slice_init(teacher_run, syntheti
     torch.testing.assert_close(sliced.student.state_dict()["action_out.weight"], t["action_out.weight"])  # same preset: a copy
     with pytest.raises(ConfigError, match="init must be"):
         Distiller(teacher_run, synthetic_dataset, tmp_path / "d", dcfg(init="nowhere"), embed=hash_embedder(), progress=False)
+
+
+def test_auto_student_fits_the_teacher_and_a_no_op_is_refused_with_the_remedy():
+    from wallwm_edge.model.presets import resolve
+    from wallwm_edge.train.distill import resolve_student
+
+    data = dict(views=("a", "b"), image_size=(32, 32), action_dim=4, proprio_dim=4)
+    tiny, teacher = resolve("tiny", **data), resolve("teacher", **data)
+    assert resolve_student(tiny, "auto", None, tiny.flow_steps) == ("tiny", 1)  # tiny teacher (2 steps): 2 -> 1, not 2 -> 2
+    assert resolve_student(teacher, "auto", None, teacher.flow_steps) == ("student", 2)
+    assert resolve_student(tiny, None, None, 4) == ("tiny", 2)
+    assert resolve_student(teacher, "student", 10, 10) == ("student", 10)  # narrower student: still a reduction
+    with pytest.raises(ConfigError, match=r"student steps 2 >= teacher steps 2 .*pass --student-steps 1"):
+        resolve_student(tiny, "tiny", 2, 2)
+
+
+def test_student_preset_that_does_not_fit_names_the_preset_that_does(teacher_run):
+    from wallwm_edge.train.distill import make_student
+
+    teacher, _ = load_teacher(teacher_run)
+    with pytest.raises(ConfigError, match=r"latent_dim .*pass --preset tiny"):
+        make_student(teacher, "student", 1)
+
+
+def test_distill_cli_defaults_fit_a_tiny_teacher(teacher_run, synthetic_dataset, tmp_path, capsys):
+    rc = main(["distill", "--teacher", str(teacher_run), "--data", str(synthetic_dataset), "--out", str(tmp_path / "auto"),
+               "--samples", "16", "--eval-samples", "8", "--steps", "2", "--text-encoder", "hash", "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["teacher_steps"] == 4 and summary["student_steps"] == 2
+    student, header = load_model(tmp_path / "auto")
+    assert student.cfg.name == "tiny" and student.cfg.flow_steps == 2
+    assert header["distill"]["config"]["student_preset"] == "tiny" and header["distill"]["config"]["student_steps"] == 2

@@ -53,7 +53,7 @@ from wallwm_edge.errors import ConfigError
 from wallwm_edge.model.checkpoint import FORMAT as CKPT_FORMAT
 from wallwm_edge.model.checkpoint import MODEL_FILE, check_finite_tensors, model_config, read_header, save_model
 from wallwm_edge.model.denoiser import WallWM
-from wallwm_edge.model.presets import ModelConfig, resolve
+from wallwm_edge.model.presets import PRESETS, ModelConfig, get_preset, resolve
 
 TARGETS_FILE = "teacher_targets.safetensors"
 STATE_FILE = "distill_state.safetensors"
@@ -201,11 +201,12 @@ def make_student(teacher: WallWM, preset: str | ModelConfig, steps: int, init: s
     t = teacher.cfg
     cfg = resolve(preset, views=t.views, image_size=t.image_size, action_dim=t.action_dim, proprio_dim=t.proprio_dim,
                   instruction_dim=t.instruction_dim, mode=t.mode, n_future=t.n_future, flow_steps=steps)
+    remedy = f"; pass --preset {t.name} (the teacher's own architecture, fewer steps) or leave --preset at auto" if t.name in PRESETS else ""
     if (cfg.patch, cfg.latent_dim) != (t.patch, t.latent_dim):
         raise ConfigError(f"student preset {cfg.name!r} has patch {cfg.patch} / latent_dim {cfg.latent_dim}, the teacher "
-                          f"{t.patch} / {t.latent_dim}: the video latents must be the same space to distill them")
+                          f"{t.patch} / {t.latent_dim}: the video latents must be the same space to distill them{remedy}")
     if cfg.horizon != t.horizon:
-        raise ConfigError(f"student horizon {cfg.horizon} differs from the teacher's {t.horizon}: chunks must have the same L_max")
+        raise ConfigError(f"student horizon {cfg.horizon} differs from the teacher's {t.horizon}: chunks must have the same L_max{remedy}")
     torch.manual_seed(seed)
     student = WallWM(cfg)
     tstate = teacher.state_dict()
@@ -230,6 +231,36 @@ def make_student(teacher: WallWM, preset: str | ModelConfig, steps: int, init: s
         sstate.update(init_state)
     student.load_state_dict(sstate)
     return student
+
+
+def fits(student: ModelConfig, teacher: ModelConfig) -> bool:
+    """Whether a student preset can be distilled from `teacher`: same latent space and chunk length, no wider."""
+    return ((student.patch, student.latent_dim, student.horizon) == (teacher.patch, teacher.latent_dim, teacher.horizon)
+            and student.width <= teacher.width and student.depth <= teacher.depth)
+
+
+def resolve_student(teacher: ModelConfig, preset: str | None, steps: int | None, K: int) -> tuple[str, int]:
+    """The student preset and step count for "auto" (None) choices, and a refusal of a no-op distillation.
+
+    preset auto: "student" when it fits the teacher (see `fits`), else the teacher's own preset (a `tiny`
+    teacher distils into a `tiny` student with fewer steps). steps auto: 2 when the teacher takes 4 or
+    more steps (and 2 divides them), else 1. The same architecture with as many steps as the teacher
+    would only copy the teacher less well, so it is refused with the remedy.
+    """
+    if preset in (None, "auto"):
+        if fits(get_preset("student"), teacher):
+            preset = "student"
+        elif teacher.name in PRESETS:
+            preset = teacher.name
+        else:
+            raise ConfigError(f"no shipped preset fits the teacher {teacher.name!r} (patch {teacher.patch}, latent_dim "
+                              f"{teacher.latent_dim}, horizon {teacher.horizon}); pass --preset with a config that matches them")
+    S = int(steps) if steps is not None else (2 if K >= 4 and K % 2 == 0 else 1)
+    if S >= K and preset == teacher.name:
+        raise ConfigError(f"student steps {S} >= teacher steps {K} with the teacher's own preset {preset!r}: nothing to distill "
+                          f"(the student would only copy the teacher less well); pass --student-steps {max(1, K // 2)} "
+                          f"or let the teacher take more steps (--teacher-steps {2 * S})")
+    return preset, S
 
 
 def slice_init(tstate: dict, sstate: dict, t_depth: int, s_depth: int) -> dict:
@@ -330,8 +361,8 @@ def load_targets(path: Path, key: dict) -> dict[str, torch.Tensor] | None:
 # ---------------------------------------------------------------------------------------------- training
 @dataclass(frozen=True)
 class DistillConfig:
-    student_preset: str = "student"
-    student_steps: int = 2  # S: flow steps of the student
+    student_preset: str = "auto"  # "auto": "student" when it fits the teacher, else the teacher's own preset
+    student_steps: int | None = None  # S: flow steps of the student (None: 2 for a teacher of >= 4 steps, else 1)
     teacher_steps: int | None = None  # K: default the teacher's own flow_steps
     samples: int = 2048  # dataset samples labelled by the teacher (the training set of the student)
     eval_samples: int = 64  # a separate labelled set for the student-vs-teacher error
@@ -440,10 +471,11 @@ class Distiller:
         self.fingerprint = dataset_fingerprint(ds)
         self.dataset_meta = {"name": ds.info.get("name"), "root": str(ds.root), "fingerprint": self.fingerprint}
         self.K = int(dcfg.teacher_steps or tcfg.flow_steps)
-        self.S = int(dcfg.student_steps)
+        preset, self.S = resolve_student(tcfg, dcfg.student_preset, dcfg.student_steps, self.K)
         if self.S < 1 or self.K % self.S:  # checked before the (slow) labelling starts
             raise ConfigError(f"teacher steps {self.K} must be a multiple of student steps {self.S} (pass --teacher-steps)")
-        self.student = make_student(self.teacher, dcfg.student_preset, self.S, dcfg.init, dcfg.seed)
+        dcfg = self.dcfg = dataclasses.replace(dcfg, student_preset=preset, student_steps=self.S)  # saved resolved: resume is exact
+        self.student = make_student(self.teacher, preset, self.S, dcfg.init, dcfg.seed)
         # The teacher's training split by default: labelling held-out-task episodes would leak them.
         self.split = self.theader.get("train_config", {}).get("split") if dcfg.split == "auto" else dcfg.split
         self.source = SampleSource(ds, tcfg, embed or default_embedder(), dcfg.track, self.split, True)

@@ -39,8 +39,10 @@ def register(sub) -> None:
     p.add_argument("--teacher", required=True, help="teacher checkpoint (model.safetensors or run folder; external with --teacher-config)")
     p.add_argument("--data", required=True, help="dataset the teacher labels (validated first)")
     p.add_argument("--out", required=True, help="run folder of the student")
-    p.add_argument("--preset", default="student", help="student preset (default student)")
-    p.add_argument("--student-steps", type=int, default=2, help="student flow steps S (default 2)")
+    p.add_argument("--preset", default="auto", help="student preset (default auto: student when it fits the teacher, else the "
+                   "teacher's own preset, e.g. tiny for a tiny teacher)")
+    p.add_argument("--student-steps", type=int, default=None, help="student flow steps S (default: 2 for a teacher of 4 or more "
+                   "steps, else 1); fewer than the teacher's")
     p.add_argument("--teacher-steps", type=int, default=None, help="teacher Euler steps K (default: the teacher's flow_steps)")
     p.add_argument("--samples", type=int, default=2048, help="dataset samples labelled by the teacher (default 2048; more labels beat more steps)")
     p.add_argument("--eval-samples", type=int, default=64, help="held-out labelled samples for the error report (default 64)")
