@@ -1,12 +1,13 @@
 """Event-end decision rule of the event-mode teacher: tune it on the seen split, check it once on the
 generalization splits (novel_scene, heldout_paraphrase, heldout_task).
 
-The termination head outputs p_end per chunk step; the decision rule turns that into "this event is
-over" (the planner then hands out the next event, and after the last one the episode stops). The rule
-has three knobs, defaults = the plain rule (advance on the first chunk whose p_end crosses 0.5):
-    end_threshold  p_end level that cuts the chunk and signals the end   (Policy / CheckpointActor)
-    end_confirm    chunks in a row that must signal it                    (EventPlanner)
-    min_event_steps  signals before this many steps of the event are ignored (EventPlanner)
+The termination head outputs p_end per chunk step; the end rule (wallwm_edge.events.end_rule) turns
+p_end[0] of a fresh observation into "this event is over" (the planner then hands out the next event,
+and after the last one the episode stops) and p_end into how many steps of the chunk run. Knobs,
+defaults first (the one rule the runtime uses):
+    done_threshold  p_end[0] level that says the event is over            (EndRule)
+    max_exec        steps of a chunk executed before the next observation (EndRule)
+    end_confirm     fresh observations in a row that must say "done"       (EventPlanner)
 Only the decision changes; the weights are the committed checkpoint's.
 
 Protocol (no tuning on the generalization splits):
@@ -30,13 +31,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 GEN_SPLITS = ("novel_scene", "heldout_paraphrase", "heldout_task")
-# (end_threshold, end_confirm, min_event_steps); the first entry is the plain rule (first crossing of 0.5).
-GRID = ((0.5, 1, 0), (0.7, 1, 0), (0.9, 1, 0), (0.97, 1, 0), (0.5, 2, 0), (0.5, 3, 0), (0.9, 2, 0), (0.5, 1, 30))
+# (done_threshold, max_exec, end_confirm); the first entry is the default rule.
+GRID = ((0.5, 8, 1), (0.7, 8, 1), (0.9, 8, 1), (0.5, 4, 1), (0.5, 16, 1), (0.5, 8, 2), (0.3, 8, 1), (0.7, 4, 1))
 
 
 def rule_name(rule) -> str:
-    t, k, m = rule
-    return f"t{t:g}_k{k}_m{m}"
+    t, x, k = rule
+    return f"d{t:g}_x{x}_k{k}"
 
 
 def _eval_job(args) -> dict:
@@ -55,10 +56,10 @@ def _eval_job(args) -> dict:
     ds = Dataset.open(data)
     train_seed = int((ds.info.get("generator") or {}).get("seed", 0))
     exclude = frozenset(int(ep.seed) for ep in ds)
-    t, k, m = rule
-    actor = CheckpointActor(ckpt, seed=seed)  # evaluate() applies cfg.end_threshold
+    t, x, k = rule
+    actor = CheckpointActor(ckpt, seed=seed)
     cfg = EvalConfig(splits=tuple(splits), tasks=tasks, episodes=episodes, train_seed=train_seed, exclude_seeds=exclude,
-                     end_threshold=t, end_confirm=k, min_event_steps=m, seed=seed)
+                     done_threshold=t, max_exec=x, end_confirm=k, seed=seed)
     t0 = time.perf_counter()
     results = evaluate(actor, cfg, progress=False)
     summary = summarize(results)
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
 
     figures: dict = {"checkpoint": a.checkpoint, "tune_split": "seen", "tune_episodes_per_task": a.tune_episodes,
                      "episodes_per_task_and_split": a.episodes, "chosen_rule": rule_name(best),
-                     "chosen_end_threshold": best[0], "chosen_end_confirm": best[1], "chosen_min_event_steps": best[2]}
+                     "chosen_done_threshold": best[0], "chosen_max_exec": best[1], "chosen_end_confirm": best[2]}
     for j in tuned:
         n = rule_name(j["rule"])
         figures[f"seen_{n}_task_progress"] = _row(j, "seen")["task_progress"]

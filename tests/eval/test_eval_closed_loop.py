@@ -43,22 +43,34 @@ def test_noop_scores_zero_and_planner_advances_by_cap():
     assert h.steps == 90 and [(e["start"], e["end"]) for e in h.events] == [(0, 20), (20, 40), (40, 60)]
 
 
-class _AlwaysEnds(NoopActor):
-    """Zero motion in 5-step chunks, and every chunk claims the event has ended."""
+class _AlwaysDone(NoopActor):
+    """Zero motion in 5-step chunks whose p_end says the event is already over on every observation."""
 
     def act(self, obs, instruction):
-        return super().act(obs, instruction)[0][:5], True
+        return super().act(obs, instruction)[0][:5], np.ones(5, np.float32)
 
 
-def test_end_decision_rule_changes_when_events_end():
-    base = EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1, max_steps=60, event_cap=20, end_threshold=0.5, end_confirm=1)
-    [r] = evaluate(_AlwaysEnds(), base, progress=False)  # the plain rule: every chunk's signal advances
-    assert [(e["start"], e["end"], e["reason"]) for e in r.events] == [(0, 5, "signalled"), (5, 10, "signalled"), (10, 15, "signalled")]
-    assert r.steps == 15  # plan_end="stop": the policy declared the last event over
-    [k] = evaluate(_AlwaysEnds(), replace(base, end_confirm=2), progress=False)
-    assert [(e["start"], e["end"]) for e in k.events] == [(0, 10), (10, 20), (20, 30)]
-    [m] = evaluate(_AlwaysEnds(), replace(base, min_event_steps=12), progress=False)
-    assert [(e["start"], e["end"]) for e in m.events] == [(0, 15), (15, 30), (30, 45)]
+class _Forecast(NoopActor):
+    """p_end forecasts the end at step 3 but never says "done": the plan must not advance on a forecast."""
+
+    def act(self, obs, instruction):
+        return super().act(obs, instruction)[0], np.array([0.1, 0.2, 0.9] + [1.0] * 7, np.float32)
+
+
+def test_done_on_a_fresh_observation_advances_without_executing_and_forecasts_never_advance():
+    base = EvalConfig(splits=("seen",), tasks=(TASK,), episodes=1, max_steps=60, event_cap=20)
+    [r] = evaluate(_AlwaysDone(), base, progress=False)  # every observation: "done" -> the plan runs out at once
+    assert [(e["start"], e["end"], e["reason"]) for e in r.events] == [(0, 0, "signalled")] * 3
+    assert r.steps == 0  # nothing of a finished event's chunk runs; plan_end="stop" ends the episode
+    [k] = evaluate(_AlwaysDone(), replace(base, end_confirm=2), progress=False)  # 2 verdicts in a row per event
+    assert [(e["start"], e["end"]) for e in k.events] == [(0, 1), (1, 2), (2, 3)]  # p_end[0] > 0.5: 1-step chunks
+    [m] = evaluate(_AlwaysDone(), replace(base, min_event_steps=12), progress=False)  # verdicts ignored before 12 steps
+    assert [(e["start"], e["end"]) for e in m.events] == [(0, 12), (12, 24), (24, 36)]
+    [f] = evaluate(_Forecast(), base, progress=False)
+    assert [e["reason"] for e in f.events] == ["cap", "cap", "cap"]  # chunks of 3 steps, advanced only by the cap
+    assert [(e["start"], e["end"]) for e in f.events] == [(0, 20), (20, 40), (40, 60)]
+    with pytest.raises(ConfigError, match="max_exec"):
+        evaluate(_Forecast(), replace(base, max_exec=0), progress=False)
 
 
 def test_progress_is_in_order_and_partial():
@@ -113,9 +125,11 @@ def hash_embed():
 def test_untrained_checkpoint_runs_closed_loop_from_renders(tmp_path, hash_embed):
     # The real Policy on real renders: wiring only (an untrained model), so no figure is asserted.
     actor = CheckpointActor(_checkpoint(tmp_path / "m.safetensors"), embed=hash_embed)
-    cfg = EvalConfig(splits=("novel_scene",), tasks=(TASK,), episodes=1, max_steps=12, event_cap=6, end_threshold=0.8)
+    # done_threshold 0.95: an untrained head's p_end sits near 0.5, so the events run (to the cap)
+    cfg = EvalConfig(splits=("novel_scene",), tasks=(TASK,), episodes=1, max_steps=12, event_cap=6, done_threshold=0.95)
     [r] = evaluate(actor, cfg, progress=False)
-    assert actor.policy.end_threshold == 0.8  # the config's decision rule reaches the policy
+    [again] = evaluate(actor, cfg, progress=False)
+    assert (again.steps, again.events) == (r.steps, r.events)  # paired: noise restarts per (task, scene, seed)
     assert 1 <= r.steps <= 12 and r.split == "novel_scene" and 0 <= r.progress <= 100
     ended = [e for e in r.events if e.get("end") is not None]
     assert ended and all(e["end"] - e["start"] <= 6 for e in ended)  # the cap bounds every event

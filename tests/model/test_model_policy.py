@@ -56,16 +56,24 @@ def test_policy_act_shapes_and_length(ckpt, tiny_cfg, rig):
     assert np.array_equal(Policy.from_checkpoint(ckpt).act(obs)["actions"], out["actions"])
 
 
-def test_end_threshold_decides_where_the_event_ends(ckpt, tiny_cfg):
+def test_end_rule_decides_done_and_length(ckpt, tiny_cfg):
+    from wallwm_edge.events.end_rule import EndRule
+
     obs = obs_for(tiny_cfg)
     p = Policy.from_checkpoint(ckpt).act(obs)["end_prob"]  # same seed -> same noise -> same p_end below
-    lo = Policy.from_checkpoint(ckpt, end_threshold=float(p[0]) * 0.5).act(obs)
-    hi = Policy.from_checkpoint(ckpt, end_threshold=float(np.nextafter(p.max(), 1.0))).act(obs)
+    lo = Policy.from_checkpoint(ckpt, end_rule=EndRule(float(p[0]) * 0.5, float(p[0]) * 0.5)).act(obs)
+    hi = Policy.from_checkpoint(ckpt, end_rule=EndRule(float(np.nextafter(p.max(), 1.0)), float(np.nextafter(p.max(), 1.0)),
+                                                        max_exec=tiny_cfg.horizon)).act(obs)
     assert np.array_equal(lo["end_prob"], p) and np.array_equal(hi["end_prob"], p)
-    assert lo["length"] == 1 and len(lo["chunk"]) == 1  # p_end[0] already exceeds it: the event ends at once
-    assert hi["length"] == tiny_cfg.horizon  # never exceeded: the whole horizon runs
-    with pytest.raises(ConfigError, match="end_threshold"):
-        Policy.from_checkpoint(ckpt, end_threshold=1.0)
+    assert lo["done"] and lo["length"] == 1 and len(lo["chunk"]) == 1  # p_end[0] already exceeds it: over
+    assert not hi["done"] and hi["length"] == tiny_cfg.horizon  # never exceeded: the whole horizon runs
+    capped = Policy.from_checkpoint(ckpt, end_rule=EndRule(0.99, 0.99, max_exec=3)).act(obs)
+    assert capped["length"] == 3  # at most max_exec steps before the next observation
+    pol = Policy.from_checkpoint(ckpt)
+    pol.reseed(5)
+    a = pol.act(obs)["actions"]
+    pol.reseed(5)
+    assert np.array_equal(pol.act(obs)["actions"], a)  # reseeding restarts the noise: paired evaluation
 
 
 def test_policy_errors_name_both_values(ckpt, tiny_cfg, rig):

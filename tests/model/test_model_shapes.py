@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from wallwm_edge.errors import ConfigError
-from wallwm_edge.model.denoiser import WallWM, choose_length
+from wallwm_edge.model.denoiser import WallWM
 from wallwm_edge.model.presets import PRESETS, resolve
 
 
@@ -33,11 +33,6 @@ def test_sample_is_deterministic_given_noise(tiny_cfg, batch_maker):
     a1 = m.sample(b["images"], b["proprio"], b["instruction"], mask, nv, na, 2)[0]
     a2 = m.sample(b["images"], b["proprio"], b["instruction"], mask, nv, na, 2)[0]
     assert torch.equal(a1, a2)
-
-
-def test_choose_length():
-    assert choose_length([0.1, 0.2, 0.7, 0.9]) == 3
-    assert choose_length([0.1, 0.2, 0.3]) == 3  # never ends inside the horizon: execute all of it
 
 
 def test_presets_registry_and_bad_configs():

@@ -3,6 +3,8 @@
 import json
 
 import numpy as np
+
+from wallwm_edge.events.end_rule import DEFAULT_END_RULE
 import pytest
 
 from wallwm_edge.errors import ConfigError, DataError
@@ -77,8 +79,7 @@ def test_student_feeds_and_chunk(tiny_student):
     assert feeds["noise_action"].shape == (1, st.horizon, 4)
     out = st.act(np.zeros((3, 96, 96, 3), np.uint8), np.zeros(4), "grasp the puck", vm)
     assert out.actions.shape == (st.horizon, 4) and np.isfinite(out.actions).all()
-    hit = np.nonzero(out.end_prob > 0.5)[0]
-    assert out.length == (hit[0] + 1 if len(hit) else st.horizon) and out.event_end == bool(len(hit))
+    assert out.length == DEFAULT_END_RULE.length(out.end_prob) and out.done == DEFAULT_END_RULE.is_done(out.end_prob)
     with pytest.raises(DataError, match="'dance a jig' is not in the student's caption table"):
         st.embed("dance a jig")
 

@@ -1,18 +1,22 @@
 """What the closed loop drives: a trained checkpoint, or a reference "policy" that validates the metric.
 
-Every actor answers `act(obs, instruction) -> (chunk (L, A) float32, event_end: bool)`: the actions to
-execute and whether it believes the current event ends with this chunk (event mode's termination head;
-the planner advances on it). `mode` says which instruction it wants: "event" (the next event) or
-"unified" (the whole task).
+Every actor answers `act(obs, instruction) -> (actions (L, A) float32, end_prob (L,) float32)`: a chunk
+and p(the current event is over by step l). The closed loop turns end_prob into "the event is done" and
+"execute this many steps" with the one end-of-event rule (wallwm_edge.events.end_rule). `mode` says which
+instruction it wants: "event" (the next event) or "unified" (the whole task). `reset(env, tracker, seed)`
+starts an episode; a checkpoint's noise stream restarts from `seed` there, so every condition of a
+comparison sees the same noise on the same scene (paired evaluation).
 
 - CheckpointActor: `wallwm_edge.model.policy.Policy` (torch), checked against the env it will drive.
-- ExpertActor: Meta-World's scripted expert, one step per call; it signals an event's end when the
-  Task Progress tracker has latched one more event, so a perfect policy's run exercises the planner.
-- NoopActor: zero motion, gripper open, never signals (the planner's safety cap moves it along).
+- ExpertActor: Meta-World's scripted expert, one step per call; its p_end is 1 once the Task Progress
+  tracker has latched one more event than when the event began, so a perfect run exercises the planner.
+- NoopActor: zero motion, gripper open, p_end 0 (the planner's safety cap moves it along).
 The expert should score ~100 Task Progress and the no-op ~0: tests/eval holds the metric to that.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -28,13 +32,13 @@ class NoopActor:
     def __init__(self, action_dim: int = 4):
         self.action_dim = action_dim
 
-    def reset(self, env, tracker) -> None:
+    def reset(self, env, tracker, seed: int = 0) -> None:
         pass
 
-    def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, bool]:
+    def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, np.ndarray]:
         a = np.zeros((10, self.action_dim), np.float32)
         a[:, -1] = -1.0  # gripper open
-        return a, False
+        return a, np.zeros(10, np.float32)
 
 
 class ExpertActor:
@@ -46,14 +50,15 @@ class ExpertActor:
     action_dim = 4
     needs_images = False  # acts on simulator state: the env skips rendering
 
-    def reset(self, env, tracker) -> None:
+    def reset(self, env, tracker, seed: int = 0) -> None:
         self.env, self.tracker = env, tracker
         self._instruction, self._count = None, 0
 
-    def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, bool]:
+    def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, np.ndarray]:
         if instruction != self._instruction:  # a new event: remember how many were done when it began
             self._instruction, self._count = instruction, self.tracker.completed
-        return self.env.expert_action()[None], self.tracker.completed > self._count
+        done = self.tracker.completed > self._count
+        return self.env.expert_action()[None], np.array([1.0 if done else 0.0], np.float32)
 
 
 class CheckpointActor:
@@ -68,6 +73,7 @@ class CheckpointActor:
         from wallwm_edge.model.policy import Policy
 
         self.path = str(path)
+        self.seed = int(seed)
         self.embed = embed
         self._cache: dict[str, np.ndarray] = {}
         self.policy = Policy.from_checkpoint(path, steps=flow_steps, seed=seed)
@@ -83,28 +89,20 @@ class CheckpointActor:
         self.config.check_data(views=tuple(views), action_dim=action_dim, proprio_dim=proprio_dim, image_size=tuple(image_size),
                                where="the evaluation env")
 
-    def reset(self, env, tracker) -> None:
-        pass
+    def reset(self, env, tracker, seed: int = 0) -> None:
+        self.policy.reseed(zlib.crc32(f"{seed}/{self.seed}".encode()))
 
-    def set_end_threshold(self, threshold: float) -> None:
-        """The p_end level that cuts a chunk and signals the event's end; evaluate() sets it from
-        EvalConfig.end_threshold, so the config is the one place the decision rule is chosen."""
-        if not 0.0 <= threshold < 1.0:
-            raise ConfigError(f"end_threshold must be in [0, 1), got {threshold}")
-        self.policy.end_threshold = float(threshold)
-
-    def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, bool]:
+    def act(self, obs: dict, instruction: str) -> tuple[np.ndarray, np.ndarray]:
         if self.embed is not None:
             if instruction not in self._cache:
                 self._cache[instruction] = np.asarray(self.embed([instruction]), np.float32).reshape(-1)
             instruction = self._cache[instruction]
         out = self.policy.act({"images": obs["images"], "proprio": obs["proprio"], "cam_poses": obs["cam_poses"],
                                "instruction": instruction})
-        chunk = np.asarray(out["chunk"], np.float32)
-        if chunk.ndim != 2 or chunk.shape[1] != self.action_dim or len(chunk) == 0:
-            raise ConfigError(f"policy returned a chunk of shape {chunk.shape}, expected (L>0, {self.action_dim})")
-        ended = self.mode == "event" and bool(np.asarray(out["end_prob"])[len(chunk) - 1] > self.policy.end_threshold)
-        return chunk, ended
+        actions = np.asarray(out["actions"], np.float32)
+        if actions.ndim != 2 or actions.shape[1] != self.action_dim or len(actions) == 0:
+            raise ConfigError(f"policy returned actions of shape {actions.shape}, expected (L>0, {self.action_dim})")
+        return actions, np.asarray(out["end_prob"], np.float32)
 
 
 def make_actor(spec: str, flow_steps: int | None = None, seed: int = 0, text_encoder: str = "minilm"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from wallwm_edge.eval.closed_loop import EvalConfig
+
 EXAMPLES = """\
 examples:
   wallwm-edge eval checkpoints/teacher --episodes 5 --out runs/teacher_eval.json
@@ -11,11 +13,14 @@ examples:
   wallwm-edge eval expert --episodes 2        (the scripted expert: validates the metric, ~100 TP)
   wallwm-edge eval noop --episodes 2          (a do-nothing policy: ~0 TP)
   wallwm-edge eval runs/teacher --plan plans.yaml --splits seen --tasks pick-place-v3
-  wallwm-edge eval checkpoints/teacher --splits seen --episodes 2 --end-threshold 0.9 --end-confirm 2   (the tuned end rule)
+  wallwm-edge eval checkpoints/teacher --splits seen,independent_phrasing --episodes 10   (own captions vs others' words)
 
 splits: seen (seen tasks, training scenes), novel_scene (unseen seeds + camera jitter),
         heldout_paraphrase (training scenes, held-out instruction paraphrases),
-        heldout_task (tasks never seen whole, built from seen events)
+        heldout_task (tasks never seen whole, built from seen events),
+        independent_phrasing (the seen split's scenes and noise, events worded by people who never saw the
+        training templates: wallwm_edge/eval/independent_phrasings.json; event mode only)
+Paired: the policy's noise restarts per (task, scene, --seed), so splits and checkpoints compare pairwise.
 Task Progress = % of the task's subtask events completed in order, judged from simulator state
 (wallwm_edge/eval/progress.py); success = Meta-World's success flag.
 """
@@ -35,13 +40,16 @@ def register(sub) -> None:
     p.add_argument("--plan-end", default="stop", choices=["stop", "hold"],
                    help="event mode after the last event is declared over without success: stop the episode (default), "
                    "or hold = keep re-issuing the last event until --max-steps (unified mode's time budget)")
-    p.add_argument("--end-threshold", type=float, default=0.5,
-                   help="event mode: an event ends at the first chunk step whose p_end exceeds this (default 0.5, the "
-                   "runtime's rule; 0.9 with --end-confirm 2 was tuned on the seen split: see benchmarks/termination.py)")
+    p.add_argument("--done-threshold", type=float, default=EvalConfig.done_threshold,
+                   help=f"event mode: the event is over when p_end[0] of a fresh observation exceeds this (default {EvalConfig.done_threshold})")
+    p.add_argument("--cut-threshold", type=float, default=EvalConfig.cut_threshold,
+                   help=f"event mode: a chunk runs to its first step whose p_end exceeds this (default {EvalConfig.cut_threshold})")
+    p.add_argument("--max-exec", type=int, default=EvalConfig.max_exec,
+                   help=f"steps of a chunk executed before the next observation, both modes (default {EvalConfig.max_exec})")
     p.add_argument("--end-confirm", type=int, default=1,
-                   help="event mode: chunks in a row that must signal the end before the planner advances (default 1)")
+                   help="event mode: fresh observations in a row that must say 'done' before the planner advances (default 1)")
     p.add_argument("--min-event-steps", type=int, default=0,
-                   help="event mode: end signals before an event has run this many env steps are ignored (default 0)")
+                   help="event mode: 'done' verdicts before an event has run this many env steps are ignored (default 0)")
     p.add_argument("--plan", default=None, help="plan file (JSON/YAML: task -> event keys or captions); default: the registry's")
     p.add_argument("--data", default=None, help="the training dataset: its generator seed defines the seen scenes, and unseen "
                    "scenes are checked against its seeds")
@@ -94,7 +102,7 @@ def run(args) -> int:
         plans = load_plans(args.plan, task_catalog())
     cfg = EvalConfig(splits=_list(args.splits), tasks=_list(args.tasks), episodes=args.episodes, max_steps=args.max_steps,
                      event_cap=args.event_cap, plan_end=args.plan_end,
-                     end_threshold=args.end_threshold, end_confirm=args.end_confirm, min_event_steps=args.min_event_steps, image_size=image_size, jitter_pos_m=args.jitter_pos, jitter_rot_deg=args.jitter_rot,
+                     done_threshold=args.done_threshold, cut_threshold=args.cut_threshold, max_exec=args.max_exec, end_confirm=args.end_confirm, min_event_steps=args.min_event_steps, image_size=image_size, jitter_pos_m=args.jitter_pos, jitter_rot_deg=args.jitter_rot,
                      train_seed=train_seed or 0, seed=args.seed, exclude_seeds=exclude)
     actor = make_actor(args.policy, flow_steps=args.flow_steps, seed=args.seed, text_encoder=args.text_encoder)
     results = evaluate(actor, cfg, plans=plans)

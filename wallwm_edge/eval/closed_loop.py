@@ -8,16 +8,25 @@ tracker. The episode ends at task success, at max_steps, or (event mode, plan_en
 planner has run out of events: the policy has said it finished the last one.
 
 - Event mode: the planner holds the task's events (from the registry or a plan file) and hands out the
-  next event's text; it advances when the actor signals the event's end, or after `event_cap` steps.
-  A chunk is cut at the cap, so the cap is a hard bound.
-- Unified mode: the task's instruction for the whole episode, fixed-length chunks.
+  next event's text. Each chunk comes from a fresh observation; the end-of-event rule
+  (wallwm_edge.events.end_rule) reads its p_end: "done" -> the planner advances and nothing of the chunk
+  runs (the next event is asked on the same observation); otherwise the chunk runs up to its forecast
+  end, at most `max_exec` steps. The planner also advances after `event_cap` steps (a hard bound).
+- Unified mode: the task's instruction for the whole episode, fixed-length chunks, of which the same
+  `max_exec` steps run before the next observation (both modes re-plan equally often).
+
+Paired: the actor's noise restarts per (task, scene seed, cfg.seed) at every episode, so two conditions
+evaluated with the same config see the same scenes AND the same noise (`noise_seed`).
 """
 
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from wallwm_edge.events.end_rule import EndRule
 
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.eval.progress import ProgressTracker
@@ -36,14 +45,12 @@ class EvalConfig:
     # "stop" ends the episode (the literal protocol: the policy said it is done); "hold" keeps
     # re-issuing the last event until max_steps, the same time budget unified mode always gets.
     plan_end: str = "stop"
-    # The event-end decision rule (event mode). end_threshold goes to the actor (Policy.end_threshold),
-    # the other two to the planner (EventPlanner.end_confirm / min_event_steps). The default is the plain
-    # rule (0.5, 1, 0: advance on the first chunk whose p_end crosses 0.5), the one the on-board runtime
-    # uses and every committed figure was measured with. It ends the teacher's events too early in closed
-    # loop; (0.9, 2, 0), chosen on the seen split only, gave +12.3 +- 3.9 TP there (140 paired episodes)
-    # and 21.8 -> 28.0 TP on the generalization splits, checked once (benchmarks/termination.py,
-    # results/termination.json). Pass it explicitly: --end-threshold 0.9 --end-confirm 2.
-    end_threshold: float = 0.5
+    # The end-of-event rule (wallwm_edge.events.end_rule.EndRule): done_threshold on p_end[0] of a fresh
+    # observation ends the event; the chunk runs to its forecast end (cut_threshold), at most max_exec
+    # steps. end_confirm / min_event_steps go to the planner (k "done" verdicts in a row; none before m steps).
+    done_threshold: float = 0.5
+    cut_threshold: float = 0.5
+    max_exec: int = 8
     end_confirm: int = 1
     min_event_steps: int = 0
     views: tuple[str, ...] = ("corner", "topview", "gripperPOV")
@@ -55,16 +62,28 @@ class EvalConfig:
     exclude_seeds: frozenset = field(default_factory=frozenset)  # training seeds unseen scenes must avoid
 
 
+INDEPENDENT_PHRASINGS = Path(__file__).with_name("independent_phrasings.json")
+
+
+def independent_phrasings() -> dict[str, tuple[str, ...]]:
+    """Event key -> wordings written without the training templates (evaluation only, never trained on)."""
+    import json
+
+    doc = json.loads(INDEPENDENT_PHRASINGS.read_text())
+    return {k: tuple(v) for k, v in doc["phrasings"].items()}
+
+
 def task_catalog():
-    """Every subtask event of the registry as planner texts (caption, paraphrases, held-out)."""
+    """Every subtask event of the registry as planner texts (caption, paraphrases, held-out, independent)."""
     from wallwm_edge.events.vocab import TASKS, caption, subtask_keys
     from wallwm_edge.runtime.planner import EventText
 
+    extra = independent_phrasings()
     out = {}
     for t in TASKS:
         for k in subtask_keys(t):
             c = caption(k)
-            out[k] = EventText(k, c.text, c.paraphrases, c.heldout_paraphrases)
+            out[k] = EventText(k, c.text, c.paraphrases, c.heldout_paraphrases, extra.get(k, ()))
     return out
 
 
@@ -81,6 +100,8 @@ def task_instruction(task: str, style: str, rng: random.Random) -> str:
     from wallwm_edge.events.vocab import caption
 
     c = caption(f"task:{task}")
+    if style == "independent":
+        raise ConfigError("the independent_phrasing split words events only: evaluate an event-mode checkpoint on it")
     return c.text if style == "caption" else rng.choice(c.heldout_paraphrases)
 
 
@@ -93,13 +114,23 @@ def _step_quiet(env, action) -> dict:
         env.renderer = renderer
 
 
+def noise_seed(task: str, seed: int, cfg: EvalConfig) -> int:
+    """The actor's noise seed for one episode: a function of the scene and the config's seed only."""
+    return zlib.crc32(f"{task}/{seed}/{cfg.seed}".encode())
+
+
+def end_rule(cfg: EvalConfig) -> EndRule:
+    return EndRule(cfg.done_threshold, cfg.cut_threshold, cfg.max_exec)
+
+
 def run_episode(env, actor, task: str, seed: int, split: Split, cfg: EvalConfig, plan=None) -> EpisodeResult:
     from wallwm_edge.runtime.planner import EventPlanner
 
+    rule = end_rule(cfg)
     tracker = ProgressTracker(task)
     obs = env.reset(seed)
     tracker.update(obs)
-    actor.reset(env, tracker)
+    actor.reset(env, tracker, noise_seed(task, seed, cfg))
     planner = EventPlanner(plan, max_steps_per_event=cfg.event_cap, end_confirm=cfg.end_confirm,
                            min_event_steps=cfg.min_event_steps) if actor.mode == "event" else None
     instruction = None if planner else task_instruction(task, split.style, random.Random(f"{task}/{seed}/{cfg.seed}"))
@@ -111,22 +142,24 @@ def run_episode(env, actor, task: str, seed: int, split: Split, cfg: EvalConfig,
             break  # the policy declared the last event over: the task is over
         if planner and not holding:
             instruction = planner.instruction  # ("hold" keeps re-issuing the last event's text after the plan)
-        chunk, ended = actor.act(obs, instruction)
-        n = len(chunk)
+        actions, end_prob = actor.act(obs, instruction)
+        if planner and not holding and planner.observe(rule.is_done(end_prob)):
+            continue  # the event is over on this observation: ask for the next one (bounded by the plan's length)
+        n = rule.length(end_prob) if actor.mode == "event" else min(len(actions), cfg.max_exec)
         if planner and not holding:
             n = min(n, planner.cap)
         n = min(n, cfg.max_steps - steps)
         executed = 0
         for i in range(n):
             last = i == n - 1
-            obs = env.step(chunk[i]) if last and needs_images else _step_quiet(env, chunk[i])
+            obs = env.step(actions[i]) if last and needs_images else _step_quiet(env, actions[i])
             executed += 1
             tracker.update(obs)
             if tracker.success:
                 break
         steps += executed
         if planner and not holding:
-            planner.update(executed, ended and executed == len(chunk))
+            planner.executed(executed)
     events = []
     if planner:
         for h in planner.history:
@@ -152,8 +185,7 @@ def evaluate(actor, cfg: EvalConfig, plans=None, progress: bool = True) -> list[
         raise ConfigError(f"episodes must be >= 1, got {cfg.episodes}")
     if actor.action_dim != ACTION_DIM:
         raise ConfigError(f"the policy's action dim is {actor.action_dim}, the Meta-World env's is {ACTION_DIM} (dx, dy, dz, gripper)")
-    if hasattr(actor, "set_end_threshold"):  # the config is the one source of the decision rule
-        actor.set_end_threshold(cfg.end_threshold)
+    end_rule(cfg)  # a bad rule is refused before any env is built
     views, image_size = cfg.views, cfg.image_size
     if getattr(actor, "views", None):
         views, image_size = actor.views, actor.image_size
@@ -177,7 +209,7 @@ def evaluate(actor, cfg: EvalConfig, plans=None, progress: bool = True) -> list[
                 raise ConfigError(f"unseen-scene seed {seed} of {task} #{i} is a training seed; change --train-seed")
             plan = None
             if actor.mode == "event":
-                plan = _plan_for(plans, task, split.style, cfg.seed)
+                plan = _plan_for(plans, task, split.style, cfg.seed * 100_003 + i)  # wordings drawn per episode
             results.append(run_episode(envs[key], actor, task, seed, split, cfg, plan))
             r = results[-1]
             bar.set_postfix_str(f"{split.name} {task} TP={r.progress:.0f} ok={int(r.success)}")

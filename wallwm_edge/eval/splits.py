@@ -8,6 +8,9 @@
                         training never shows: only the language changes.
     heldout_task        held-out tasks (never seen whole; every one of their events occurs in a seen task),
                         unseen seeds, captions.
+    independent_phrasing  the seen split's scenes, instructions from independent_phrasings.json: wordings
+                        written by people who never saw the training templates (evaluation only; event mode).
+                        Not in the default SPLITS; paired with "seen" it measures robustness to new words.
 
 Seeds are deterministic: training scenes use the generator's `episode_seed(train_seed, task, i, 0)`;
 unseen scenes use a seed sequence salted with "eval" so they never coincide with a training seed for
@@ -24,6 +27,7 @@ import numpy as np
 from wallwm_edge.errors import ConfigError
 
 SPLITS = ("seen", "novel_scene", "heldout_paraphrase", "heldout_task")
+EXTRA_SPLITS = ("independent_phrasing",)
 EVAL_SALT = zlib.crc32(b"wallwm-eval")
 
 
@@ -49,11 +53,12 @@ def make_splits(names=SPLITS, tasks: tuple[str, ...] | None = None) -> list[Spli
         "novel_scene": (SEEN_TASKS, "caption", False, True),
         "heldout_paraphrase": (SEEN_TASKS, "heldout", True, False),
         "heldout_task": (HELDOUT_TASKS, "caption", False, False),
+        "independent_phrasing": (SEEN_TASKS, "independent", True, False),
     }
     out = []
     for n in names:
         if n not in defs:
-            raise ConfigError(f"unknown split {n!r}; splits: {', '.join(SPLITS)}")
+            raise ConfigError(f"unknown split {n!r}; splits: {', '.join(SPLITS + EXTRA_SPLITS)}")
         ts, style, train_scenes, jitter = defs[n]
         ts = tuple(t for t in ts if tasks is None or t in tasks)
         if ts:

@@ -10,7 +10,8 @@ adaLN) are per tower, as in a mixture of transformers. The flow time and the ins
 block through adaLN-zero, so each block is the identity at initialisation.
 
 Heads: video velocity (latent), action velocity (A), and in event mode a termination logit per action
-token: target 1 from the event's last step on, so `length = first step with p_end > 0.5, plus 1`.
+token: target 1 from the event's last step on, and 1 everywhere on frames after the event's end (the
+event is over); wallwm_edge.events.end_rule turns p_end into "done" and the executed length.
 
 Tensor interface (all normalisation inside, raw values in and out; what export traces):
     prepare(images, proprio, instruction)                      -> (obs_h, cond_h, c)
@@ -220,11 +221,3 @@ class WallWM(nn.Module):
         out["loss"] = total
         return out
 
-
-def choose_length(end_prob, threshold: float = 0.5) -> int:
-    """Executed chunk length from p_end (L,): the first step whose p_end exceeds the threshold, + 1."""
-    import numpy as np
-
-    p = np.asarray(end_prob).reshape(-1)
-    hit = np.nonzero(p > threshold)[0]
-    return int(hit[0]) + 1 if len(hit) else len(p)

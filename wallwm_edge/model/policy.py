@@ -10,9 +10,12 @@
     act(obs) -> {
       "actions":  (L, A) float32 raw end-effector actions for the whole horizon L = horizon
       "end_prob": (L,) float32, p(the event has ended by step l) (event mode; unified: 0 ... 0, 1)
-      "length":   int, steps to execute: first l with end_prob > end_threshold (default 0.5), plus 1 (unified: L)
+      "length":   int, steps to execute (event mode: the end rule's length, at most max_exec; unified: L)
+      "done":     bool, event mode: the current event is already over on this observation (then execute
+                  nothing of this chunk and move to the next event); always False in unified mode
       "chunk":    (length, A) float32 = actions[:length]
     }
+Both decisions come from the one end-of-event rule, wallwm_edge.events.end_rule.EndRule.
 
 Tensor functions for export (no data-dependent Python control flow): `WallWM.sample(images, proprio,
 instruction, mask, noise_video, noise_action, steps)` and `WallWM.denoise_step(...)`, see denoiser.py.
@@ -32,19 +35,16 @@ import torch
 from wallwm_edge.calibration.rig import Rig
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.model.checkpoint import load_model
-from wallwm_edge.model.denoiser import WallWM, choose_length
+from wallwm_edge.events.end_rule import DEFAULT_END_RULE, EndRule
+from wallwm_edge.model.denoiser import WallWM
 from wallwm_edge.model.sightcone import SightCone
 
 
 class Policy:
     def __init__(self, model: WallWM, header: dict | None = None, rig: Rig | None = None, steps: int | None = None, seed: int = 0,
-                 end_threshold: float = 0.5):
-        """`end_threshold`: the event ends at the first step whose p_end exceeds it (event mode). 0.5 is the
-        head's decision boundary; a higher value demands more confidence before a chunk is cut and the
-        event declared over (see benchmarks/termination.py)."""
-        if not 0.0 <= end_threshold < 1.0:
-            raise ConfigError(f"end_threshold must be in [0, 1), got {end_threshold}")
-        self.end_threshold = float(end_threshold)
+                 end_rule: EndRule = DEFAULT_END_RULE):
+        """`end_rule`: when the event is over and how much of a chunk to execute (event mode)."""
+        self.end_rule = end_rule
         self.model = model.eval()
         self.cfg = model.cfg
         self.header = header or {}
@@ -60,9 +60,13 @@ class Policy:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, rig: Rig | None = None, steps: int | None = None, seed: int = 0,
-                        end_threshold: float = 0.5) -> "Policy":
+                        end_rule: EndRule = DEFAULT_END_RULE) -> "Policy":
         model, header = load_model(path)
-        return cls(model, header, rig=rig, steps=steps, seed=seed, end_threshold=end_threshold)
+        return cls(model, header, rig=rig, steps=steps, seed=seed, end_rule=end_rule)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the noise stream: the same observations then give the same chunks (paired evaluation)."""
+        self.generator.manual_seed(int(seed))
 
     @property
     def views(self) -> list[str]:
@@ -119,9 +123,9 @@ class Policy:
         actions = actions[0].numpy().astype(np.float32)
         if self.cfg.mode == "event":
             end_prob = end_prob[0].numpy().astype(np.float32)
-            length = choose_length(end_prob, self.end_threshold)
+            length, done = self.end_rule.length(end_prob), self.end_rule.is_done(end_prob)
         else:  # fixed chunks: the termination head is not trained
             end_prob = np.zeros(self.cfg.horizon, np.float32)
             end_prob[-1] = 1.0
-            length = self.cfg.horizon
-        return {"actions": actions, "end_prob": end_prob, "length": length, "chunk": actions[:length]}
+            length, done = self.cfg.horizon, False
+        return {"actions": actions, "end_prob": end_prob, "length": length, "done": done, "chunk": actions[:length]}

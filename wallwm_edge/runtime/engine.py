@@ -2,7 +2,7 @@
 
     student = Student.load("checkpoints/student")            # folder, .onnx or .json
     out = student.act(images, proprio, "grasp the puck", view_mask)
-    out.actions (L, A) raw robot actions, out.end_prob (L,), out.length, out.event_end
+    out.actions (L, A) raw robot actions, out.end_prob (L,), out.length, out.done
 
 Two layers:
 - `Engine` (ABC): named numpy arrays in, named numpy arrays out. `OrtEngine` runs onnxruntime on CPU
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from wallwm_edge.errors import ConfigError, DataError
+from wallwm_edge.events.end_rule import DEFAULT_END_RULE, EndRule
 from wallwm_edge.export.onnx_export import session
 
 PRECISION_ORDER = ("fp32", "int8", "fp16")  # CPU preference when a folder holds several exports
@@ -114,14 +115,16 @@ def find_student(path: str | os.PathLike, precision: str = "auto") -> Path:
 class ChunkOut:
     actions: np.ndarray  # (L, A) float32 raw
     end_prob: np.ndarray  # (L,)
-    length: int  # steps to execute: first step with p_end > 0.5, + 1 (else L)
-    event_end: bool  # the termination head fired within the chunk
+    length: int  # steps to execute (the end rule: forecast end, at most max_exec; unified: L)
+    done: bool  # the current event is already over on the observation this chunk was computed from
     inpainted: int = 0  # rows held at the committed prefix during denoising (0: plain sample graph)
 
 
 class Student:
-    def __init__(self, sidecar: dict, engine: Engine, seed: int = 0, step: tuple[dict, Engine] | None = None):
+    def __init__(self, sidecar: dict, engine: Engine, seed: int = 0, step: tuple[dict, Engine] | None = None,
+                 end_rule: EndRule = DEFAULT_END_RULE):
         self.meta = sidecar
+        self.end_rule = end_rule
         self.engine = engine
         self.step_meta, self.step_engine = step if step is not None else (None, None)
         cfg = sidecar.get("config", {})
@@ -227,9 +230,7 @@ class Student:
         if self.mode == "unified" or end_prob is None:
             return ChunkOut(actions, np.zeros(len(actions), np.float32), len(actions), False, inpainted)
         end = np.asarray(end_prob, np.float32).reshape(-1)
-        hit = np.nonzero(end > 0.5)[0]
-        length = int(hit[0]) + 1 if len(hit) else len(end)
-        return ChunkOut(actions, end, length, bool(len(hit)), inpainted)
+        return ChunkOut(actions, end, self.end_rule.length(end), self.end_rule.is_done(end), inpainted)
 
     def _inpaint(self, feeds: dict, prefix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The Euler loop of the sample graph, run here with the step graph, rows [0, P) held at the prefix.

@@ -339,6 +339,14 @@ class Runtime:
             self.log.write("stale_result", sync=True, chunk=job.chunk_id, age_s=round(age, 3))
             return
         out = r.out
+        if self.planner is not None and job.instruction == self.planner.instruction and self.planner.observe(out.done):
+            # The event is over on this chunk's (fresh) observation: nothing of it runs; the next capture
+            # asks for the next event (wallwm_edge.events.end_rule).
+            self.counters["chunks"] += 1
+            self.log.write("chunk", sync=True, chunk=job.chunk_id, instruction=job.instruction, event=job.event_index,
+                           length=int(out.length), executed=0, done=True, advanced=True, step=self.steps,
+                           capture_ms=job.capture_s * 1e3, mask_ms=r.mask_s * 1e3, infer_ms=r.infer_s * 1e3)
+            return
         actions = out.actions[: out.length]
         start = align(len(actions), job.committed)
         todo = actions[start:]
@@ -346,7 +354,6 @@ class Runtime:
         if self.planner is not None:
             limit = min(limit, self.planner.cap)
         todo = todo[: max(0, limit)]
-        ended = out.event_end and start + len(todo) == len(actions)
         bridge_s = 0.0
         if len(todo):
             st = self.arm.state() if self.arm.connected else None
@@ -371,11 +378,11 @@ class Runtime:
         self.counters["chunks"] += 1
         if job.delay_s:
             self.counters["overruns"] += 1
-        advanced = self.planner.update(len(todo), ended) if self.planner is not None else False
+        advanced = self.planner.executed(len(todo)) if self.planner is not None else False
         self.last_chunk = {"chunk": job.chunk_id, "len": len(todo), "infer_ms": r.infer_s * 1e3}
         self.log.write("chunk", sync=True, chunk=job.chunk_id, instruction=job.instruction, event=job.event_index,
                        length=int(out.length), executed=len(todo), skipped_committed=start, committed=job.committed,
-                       event_end=bool(out.event_end), advanced=advanced, capture_ms=job.capture_s * 1e3, mask_ms=r.mask_s * 1e3,
+                       done=bool(out.done), advanced=advanced, capture_ms=job.capture_s * 1e3, mask_ms=r.mask_s * 1e3,
                        infer_ms=r.infer_s * 1e3, bridge_ms=bridge_s * 1e3, age_ms=age * 1e3, step=self.steps,
                        lead=self.lead.points, injected_delay_s=job.delay_s, inpainted=out.inpainted)
         for k, sec in self.cfg.faults.disconnect:

@@ -26,17 +26,19 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from wallwm_edge.errors import ConfigError, DataError
 
-STYLES = ("caption", "paraphrase", "heldout")  # which text of an event the policy is given
+STYLES = ("caption", "paraphrase", "heldout", "independent")  # which text of an event the policy is given
 
 
 @dataclass(frozen=True)
 class EventText:
-    """The texts of one canonical event: its caption, training paraphrases and held-out paraphrases."""
+    """The texts of one canonical event: its caption, training paraphrases, held-out paraphrases and
+    independent phrasings (written by others, evaluation only)."""
 
     key: str
     caption: str
     paraphrases: tuple[str, ...] = ()
     heldout_paraphrases: tuple[str, ...] = ()
+    independent: tuple[str, ...] = ()
 
     def text(self, style: str, rng: random.Random) -> str:
         """The instruction in `style`: the caption, a training paraphrase, or a held-out paraphrase."""
@@ -44,9 +46,9 @@ class EventText:
             raise ConfigError(f"instruction style must be one of {STYLES}, got {style!r}")
         if style == "caption":
             return self.caption
-        pool = self.paraphrases if style == "paraphrase" else self.heldout_paraphrases
+        pool = {"paraphrase": self.paraphrases, "heldout": self.heldout_paraphrases, "independent": self.independent}[style]
         if not pool:
-            raise DataError(f"event {self.key!r} has no {'held-out ' if style == 'heldout' else ''}paraphrases for style {style!r}")
+            raise DataError(f"event {self.key!r} has no texts for instruction style {style!r}")
         return rng.choice(pool)
 
 
@@ -182,21 +184,23 @@ class StepRecord:
 
 @dataclass
 class EventPlanner:
-    """Hands out the current instruction; advances on the end-of-event signal or the per-event cap.
+    """Hands out the current instruction; advances when a fresh observation shows the event done, or at
+    the per-event cap.
 
         planner = EventPlanner(plan, max_steps_per_event=60)
         while not planner.done:
-            out = policy.act(obs, planner.instruction)      # a chunk plus an end-of-event flag
-            for a in out.actions: obs = env.step(a)          # (the caller may stop the chunk early)
-            planner.update(len(out.actions), out.event_end)
+            actions, p_end = policy(obs, planner.instruction)        # a chunk from a fresh observation
+            if planner.observe(rule.is_done(p_end)):                  # the event is over: next one, same obs
+                continue
+            for a in actions[: rule.length(p_end)]: obs = env.step(a)
+            planner.executed(n)                                       # the safety cap counts executed steps
 
-    How a signal becomes an advance (the termination head's decision rule; defaults = the plain rule,
-    advance on the first signal):
-    - `end_confirm` = k: the signal must arrive on k consecutive chunks; a chunk that ends without it
-      resets the count. The policy re-plans from the new observation in between, so a one-off
-      spurious p_end crossing does not end the event; a real end is predicted again at once.
-    - `min_event_steps` = m: signals before the event has run m env steps are ignored.
-    The safety cap is untouched: it still advances after max_steps_per_event, whatever the head says.
+    `rule` is the one end-of-event rule (wallwm_edge.events.end_rule.EndRule). How verdicts become an
+    advance (defaults: advance on the first "done"):
+    - `end_confirm` = k: k fresh observations in a row must say "done"; one that does not resets the count.
+    - `min_event_steps` = m: verdicts before the event has run m env steps are ignored.
+    The safety cap advances after max_steps_per_event executed steps, whatever the policy says.
+    `update(n, done)` does both in one call (executed, then observe), for callers with one report per chunk.
     """
 
     plan: Plan
@@ -206,14 +210,14 @@ class EventPlanner:
     index: int = 0
     steps_in_event: int = 0
     total_steps: int = 0
-    end_streak: int = 0  # consecutive chunks of the current event that ended with the signal
+    end_streak: int = 0  # consecutive fresh observations of the current event that said "done"
     history: list[StepRecord] = field(default_factory=list)
 
     def __post_init__(self):
         if self.max_steps_per_event <= 0:
             raise ConfigError(f"max_steps_per_event must be positive, got {self.max_steps_per_event}")
         if self.end_confirm < 1:
-            raise ConfigError(f"end_confirm must be >= 1 (chunks that must signal the end in a row), got {self.end_confirm}")
+            raise ConfigError(f"end_confirm must be >= 1 (observations that must say the event is done in a row), got {self.end_confirm}")
         if self.min_event_steps < 0:
             raise ConfigError(f"min_event_steps must be >= 0, got {self.min_event_steps}")
         self.history.append(StepRecord(self.plan.steps[0].key, self.plan.steps[0].instruction, 0))
@@ -237,20 +241,38 @@ class EventPlanner:
         limit = step.max_steps if step is not None and step.max_steps else self.max_steps_per_event
         return max(0, limit - self.steps_in_event)
 
-    def update(self, n_steps: int, event_end: bool) -> bool:
-        """Account for `n_steps` executed env steps; returns True when the planner moved to the next event."""
+    def observe(self, event_done: bool) -> bool:
+        """A verdict on a fresh observation; returns True when the planner moved to the next event."""
+        if self.done:
+            return False
+        self.end_streak = self.end_streak + 1 if event_done and self.steps_in_event >= self.min_event_steps else 0
+        if self.end_streak >= self.end_confirm:
+            return self._advance("signalled")
+        return False
+
+    def executed(self, n_steps: int) -> bool:
+        """Account for `n_steps` executed env steps; returns True when the cap moved the planner on."""
         if self.done:
             return False
         if n_steps < 0:
             raise ValueError(f"n_steps must be >= 0, got {n_steps}")
         self.steps_in_event += n_steps
         self.total_steps += n_steps
-        self.end_streak = self.end_streak + 1 if event_end and self.steps_in_event >= self.min_event_steps else 0
-        if self.end_streak >= self.end_confirm:
-            return self._advance("signalled")
         if self.cap == 0:
             return self._advance("cap")
         return False
+
+    def update(self, n_steps: int, event_end: bool) -> bool:
+        """`executed(n_steps)` then, unless the cap advanced, `observe(event_end)`."""
+        if self.done:
+            return False
+        if n_steps < 0:
+            raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+        self.steps_in_event += n_steps
+        self.total_steps += n_steps
+        if self.observe(event_end):
+            return True
+        return self.executed(0)
 
     def _advance(self, reason: str) -> bool:
         rec = self.history[-1]
@@ -310,17 +332,30 @@ class InteractivePlanner:
     def cap(self) -> int:
         return max(0, self.max_steps_per_event - self.steps_in_event)
 
+    def observe(self, event_done: bool) -> bool:
+        if self.done or not event_done:
+            return False
+        return self._end("signalled")
+
+    def executed(self, n_steps: int) -> bool:
+        if self.done:
+            return False
+        self.steps_in_event += n_steps
+        self.total_steps += n_steps
+        return self._end("cap") if self.cap == 0 else False
+
     def update(self, n_steps: int, event_end: bool) -> bool:
         if self.done:
             return False
         self.steps_in_event += n_steps
         self.total_steps += n_steps
-        if event_end or self.cap == 0:
-            rec = self.history[-1]
-            rec.end, rec.reason = self.total_steps, "signalled" if event_end else "cap"
-            self._next()
-            return True
-        return False
+        return self.observe(event_end) or self.executed(0)
+
+    def _end(self, reason: str) -> bool:
+        rec = self.history[-1]
+        rec.end, rec.reason = self.total_steps, reason
+        self._next()
+        return True
 
 
 def catalog_from_events(events: Iterable) -> dict[str, EventText]:
