@@ -21,6 +21,7 @@ being one flat colour (warning: a renderer or camera failure).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,9 +156,11 @@ def check_files(ep_dir: Path, eid: str, meta: dict, specs: dict, checksums: bool
             problems.append(Problem("meta", f"meta.json 'files' has no entry for {name}", eid, fld))
         elif ok and (list(rec.get("shape", [])) != list(hshape) or rec.get("dtype") != str(hdtype)):
             problems.append(Problem("shape", f"meta.json records {rec.get('shape')} {rec.get('dtype')}, file header says {list(hshape)} {hdtype}", eid, fld))
-        want = offset + int(np.prod(hshape, dtype=np.int64)) * hdtype.itemsize
+        want = offset + math.prod(hshape) * hdtype.itemsize
         size = path.stat().st_size
-        if size != want:
+        if not ok:
+            pass  # a wrong shape or dtype is the finding; its size follows from it
+        elif size != want:
             what = "truncated" if size < want else "has trailing bytes"
             problems.append(Problem("truncated", f"{name} {what}: {size} bytes on disk, header implies {want}", eid, fld))
             ok = False
@@ -238,7 +241,7 @@ def check_rig(meta: dict, eid: str) -> tuple[list[Problem], dict[str, Camera]]:
             kind = "focal" if "focal" in str(e) else "rotation" if "orthonormal" in str(e) else "rig"
             problems.append(Problem(kind, str(e), eid, f"rig.cameras[{name}]", view=name))
     names = [d.get("name") for d in rig["cameras"] if isinstance(d, dict)]
-    if names != meta.get("views"):
+    if len(names) == len(rig["cameras"]) and names != meta.get("views"):  # (an entry that is no camera is reported above)
         problems.append(Problem("meta", f"rig camera names {names} != meta.json 'views' {meta.get('views')}", eid, "rig"))
     return problems, cameras
 
