@@ -92,6 +92,12 @@ COMMANDS: dict[str, Callable[[Path], list[str]]] = {
                       "--max-steps", "2", "--no-gif", "--no-status"],
     "run-rig": lambda w: ["run", "--student", str(w / "student" / "student.sample.int8.json"), "--rig", str(w / "rig.json"),
                           "--out", str(w / "run"), "--max-steps", "2", "--no-gif", "--no-status"],
+    "run-plan": lambda w: ["run", "--student", str(w / "student" / "student.sample.int8.json"), "--plan", str(w / "plan.json"),
+                           "--out", str(w / "run"), "--max-steps", "2", "--no-gif", "--no-status"],
+    "export-data": lambda w: ["export", str(w / "ckpt"), "--data", str(_ds(w)), "--out", str(w / "onnx"), "--text-encoder", "hash",
+                              "--exporter", "torchscript"],
+    "eval-data": lambda w: ["eval", str(w / "ckpt"), "--data", str(_ds(w)), "--splits", "seen", "--episodes", "1", "--max-steps", "2",
+                            "--text-encoder", "hash", "--out", str(w / "eval.json")],
     "calibrate-check": lambda w: ["calibrate", "check", str(w / "rig.json"), str(w / "captures"), "--out", str(w / "rig_fixed.json")],
     "quantize": lambda w: ["quantize", str(w / "ckpt"), "--onnx", str(w / "student" / "student.sample.int8.onnx"),
                            "--data", str(_ds(w)), "--precisions", "fp16"],
@@ -394,6 +400,18 @@ RIG_BREAKS = {
     "rig_array": (lambda w: (w / "rig.json").write_text("[]"), ("rig.json", "JSON object")),
     "duplicate_names": (rig_edit(lambda d: d["cameras"][1].__setitem__("name", d["cameras"][0]["name"])), ("rig.json", "unique")),
 }
+def plan(text: str):
+    return lambda w: (w / "plan.json").write_text(text)
+
+
+PLAN_BREAKS = {
+    "plan_key_control_chars": (plan(json.dumps({"pick-place-v3": [ESC]})), ("plan.json", "event 0", "\\x1b[31mred\\x07")),
+    "plan_huge_caption": (plan(json.dumps({"pick-place-v3": ["x" * 5_000_000]})), ("plan.json", "event 0", "characters)")),
+    "plan_not_a_list": (plan(json.dumps({"pick-place-v3": 5})), ("plan.json", "pick-place-v3", "list")),
+    "plan_array": (plan("[1]"), ("plan.json",)),
+    "plan_deep": (plan("[" * 100_000 + "]" * 100_000), ("plan.json", "nested too deeply")),
+    "plan_is_folder": (lambda w: (w / "plan.json").mkdir(), ("plan.json", "folder")),
+}
 RUN_RIG = ("dist_nan", "workspace_nan", "workspace_no_max", "width_inf", "camera_int")
 
 
@@ -423,7 +441,16 @@ def _cases() -> list[Case]:
         cases.append(Case(f"calibrate-check-{name}", "calibrate-check", setup, words))
     for name in RUN_RIG:
         cases.append(Case(f"run-rig-{name}", "run-rig", *RIG_BREAKS[name]))
+    for name, (setup, words) in PLAN_BREAKS.items():
+        cases.append(Case(f"run-{name}", "run-plan", setup, words))
+    for name in ("meta_is_folder", "camera_width_inf", "info_ids_not_strings"):  # the dataset given beside a good checkpoint
+        setup, words = DATA_BREAKS[name]
+        cases.append(Case(f"distill-data-{name}", "distill", setup, words))
+        cases.append(Case(f"export-data-{name}", "export-data", setup, STATS_WORDS.get(name, words)))
+        cases.append(Case(f"eval-data-{name}", "eval-data", setup, STATS_WORDS.get(name, words)))
     cases += [
+        Case("run-fifo-plan", "run-plan", lambda w: os.mkfifo(w / "plan.json"), ("plan.json", "FIFO"),
+             subprocess=True),
         Case("quantize-corrupt-onnx", "quantize", corrupt_onnx, ("student.sample.int8.onnx", "not a readable ONNX")),
         Case("quantize-onnx-outside-folder", "quantize", onnx_outside, (SC, "'onnx'")),
         # special files: a FIFO must be refused without opening it (opening blocks until a writer comes)

@@ -98,6 +98,16 @@ def check_inputs(args) -> None:
     read_sidecar(find_student(Path(args.student) if args.student else default_student(), args.precision))
     if args.rig:
         Rig.load(args.rig)
+    if args.plan and not args.unified:  # a folder or FIFO would raise or block inside the run, after its folder is made
+        from wallwm_edge.errors import DataError
+        from wallwm_edge.eval.closed_loop import task_catalog
+        from wallwm_edge.runtime.planner import load_plans
+        from wallwm_edge.validate import load_json, regular_file
+
+        regular_file(args.plan, DataError, "plan file not found")
+        if Path(args.plan).suffix.lower() not in (".yaml", ".yml"):
+            load_json(args.plan)  # size, encoding and nesting depth checked before the planner parses it
+        load_plans(args.plan, task_catalog())
 
 
 def _run(args) -> int:
