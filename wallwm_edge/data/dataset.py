@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from wallwm_edge.data.episode import (ACTION_SPACE, DIM_SPEC, FPS_SPEC, IMAGE_SIZE_SPEC, META, VIEWS_SPEC, Episode, read_episode,
-                                      shape_problems, write_episode)
+from wallwm_edge.data.episode import (ACTION_SPACE, DIM_SPEC, FPS_SPEC, IMAGE_SIZE_SPEC, META, PROPRIO_DIM_SPEC, VIEWS_SPEC, Episode,
+                                      read_episode, shape_problems, write_episode)
 from wallwm_edge.errors import DataError, read_json_object
 from wallwm_edge.validate import array, name_id, obj, optional, require, string
 
@@ -31,7 +31,7 @@ INFO_SPEC = obj({
     "views": VIEWS_SPEC,
     "image_size": IMAGE_SIZE_SPEC,
     "action_dim": DIM_SPEC,
-    "proprio_dim": DIM_SPEC,
+    "proprio_dim": PROPRIO_DIM_SPEC,
     "fps": FPS_SPEC,
     "action_space": optional(string(max_len=200)),
     "generator": optional(obj()),

@@ -117,19 +117,20 @@ def array_specs(T: int, V: int, H: int, W: int, A: int, P: int) -> dict[str, tup
 VIEWS_SPEC = array(string(nonempty=True, max_len=200), min_len=1, unique=True)
 IMAGE_SIZE_SPEC = array(integer(1, 1 << 16), length=2)
 DIM_SPEC = integer(1, 1 << 16)
+PROPRIO_DIM_SPEC = integer(0, 1 << 16)  # 0: a LeRobot dataset without observation.state
 FPS_SPEC = number(positive=True, hi=1e5)
 FILE_SPEC = obj({"shape": array(integer(0, 1 << 40)), "dtype": string(max_len=32), "sha256": string(max_len=64)}, required=("shape", "dtype"))
 META_FIELDS = ("episode_id", "task", "num_frames", "fps", "views", "image_size", "action_dim", "proprio_dim", "rig", "events", "files")
 META_SPEC = obj({
     "episode_id": name_id,
-    "task": string(max_len=1000),
+    "task": string(max_len=10000),
     "seed": integer(),
     "num_frames": integer(1, 1 << 31),
     "fps": FPS_SPEC,
     "views": VIEWS_SPEC,
     "image_size": IMAGE_SIZE_SPEC,
     "action_dim": DIM_SPEC,
-    "proprio_dim": DIM_SPEC,
+    "proprio_dim": PROPRIO_DIM_SPEC,
     "success": boolean(),
     "split_tags": array(string(max_len=200)),
     "rig": obj(),

@@ -36,7 +36,7 @@ def _config_spec() -> dict:
 
     kinds = {"int": integer(1, 1 << 20), "float": number(lo=-1e6, hi=1e6), "str": string(max_len=200),
              "tuple[str, ...]": array(string(nonempty=True, max_len=200), unique=True), "tuple[int, int]": array(integer(1, 1 << 16), length=2)}
-    zero_ok = {"reasoning_states", "reasoner_depth"}
+    zero_ok = {"reasoning_states", "reasoner_depth", "proprio_dim"}
     spec = {}
     for f in dataclasses.fields(ModelConfig):
         s = kinds.get(str(f.type))
