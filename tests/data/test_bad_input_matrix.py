@@ -557,3 +557,58 @@ def test_stats_escapes_control_characters_in_keys(base: Path, tmp_path: Path, ca
     assert main(["data", "stats", str(w)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b[31mred\\x07" in out
+
+
+# --- the validation layer's own pieces ------------------------------------------------------------------------
+
+def test_clip_escapes_control_characters_and_cuts_long_text():
+    from wallwm_edge.validate import clip, one_line
+
+    assert clip(ESC) == "\\x1b[31mred\\x07"
+    assert clip("a\nb\u2028c") == "a\\nb\\u2028c"
+    assert clip("caf\u00e9 \u6f22\u5b57") == "caf\u00e9 \u6f22\u5b57"  # printable non-ASCII stays readable
+    long = clip("x" * 50_000_000)
+    assert len(long) < 300 and long.endswith("... (50000000 characters)")
+    assert "\n" not in one_line("line one\nline two\r\x1b")
+
+
+def test_npy_header_refuses_a_declared_size_before_allocating(tmp_path):
+    from wallwm_edge.errors import DataError
+    from wallwm_edge.validate import npy_header
+
+    p = tmp_path / "huge.npy"
+    with open(p, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (60_000_000_000,)})
+        f.write(b"\0" * 64)
+    with pytest.raises(DataError, match=r"huge.npy: truncated: \d+ bytes on disk, its header declares shape \[60000000000\]"):
+        npy_header(p)
+    np.save(tmp_path / "ok.npy", np.zeros((3, 2), np.float32))
+    assert npy_header(tmp_path / "ok.npy")[:2] == ((3, 2), np.dtype("float32"))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="Python objects"):
+        npy_header(tmp_path / "obj.npy")
+
+
+@pytest.mark.parametrize("value, spec_name, words", [
+    (49.7, "int", "must be an integer, got 49.7"),
+    ("49", "int", "must be an integer, got the string '49'"),
+    (True, "int", "must be an integer, got true"),
+    (INF, "num", "must be a finite number, got Infinity"),
+    (NAN, "num", "must be a finite number, got NaN"),
+    ("1.0", "num", "must be a number, got the string '1.0'"),
+    (0, "pos", "must be > 0, got 0"),
+])
+def test_specs_name_the_field_and_what_they_got(value, spec_name, words):
+    from wallwm_edge.errors import DataError
+    from wallwm_edge.validate import integer, number, obj, require
+
+    spec = {"int": integer(1), "num": number(), "pos": number(positive=True)}[spec_name]
+    with pytest.raises(DataError) as e:
+        require({"outer": [{"x": value}]}, obj({"outer": _list_of(obj({"x": spec}))}), "f.json: ")
+    assert str(e.value) == f"f.json: field 'outer[0].x' {words}"
+
+
+def _list_of(spec):
+    from wallwm_edge.validate import array
+
+    return array(spec)

@@ -4,7 +4,8 @@
 prints them; `validate_or_raise(root)` is what training calls before it starts, so a malformed dataset
 is rejected up front instead of crashing (or silently learning from NaNs) hours later.
 
-What is checked, per episode:
+What is checked, per episode (types, ranges and finiteness of every meta.json field first, with the
+specs of `wallwm_edge.validate`: a malformed field is reported once and the rest of that episode skipped):
 - files: present, readable .npy header, shape/dtype as the contract says (from T, V, H, W, A, P in
   meta.json) and as meta.json's "files" records, size on disk vs header (truncated), sha256 vs meta.
 - values: NaN/inf (actions, proprio, timestamps, cam_poses), strictly increasing timestamps,
@@ -20,7 +21,6 @@ being one flat colour (warning: a renderer or camera failure).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
