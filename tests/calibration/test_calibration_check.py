@@ -38,3 +38,64 @@ def test_nothing_moved():
     scene = S.make_scene(S.SceneConfig(n_cameras=3, layout="none", board_mount="gripper", n_frames=9, seed=6), BOARD)
     res = check(scene.rig, [S.project_views(scene, sigma=0.5)])
     assert res.moved == []
+
+
+@pytest.mark.parametrize("layout, mount", [("overlap", "free"), ("none", "gripper")])
+def test_capture_of_another_rig_is_a_mismatch_not_a_bump(layout, mount):
+    """Another rig's capture (focals up to 13 % apart) must not pass as 'ok' or as a refined bump."""
+    scene = S.make_scene(S.SceneConfig(n_cameras=4, layout=layout, board_mount=mount, n_frames=12, seed=5), BOARD)
+    other = S.make_scene(S.SceneConfig(n_cameras=4, layout=layout, board_mount=mount, n_frames=12, seed=7), BOARD)
+    res = check(scene.rig, [S.project_views(other, sigma=0.5)])
+    assert len(res.mismatch) >= 2, res.mismatch
+    assert all("px" in why for why in res.mismatch.values())
+
+
+def test_a_bump_verifies_clean():
+    scene = S.make_scene(S.SceneConfig(n_cameras=3, layout="none", board_mount="gripper", n_frames=9, seed=6), BOARD)
+    res = check(scene.rig, [S.project_views(S.bump(scene, "cam1", 1.0, 5.0), sigma=0.5)])
+    assert res.moved == ["cam1"] and res.mismatch == {}
+    assert all(c.residual_px < 1.0 and c.pnp_px < 1.0 for c in res.cameras)
+
+
+def test_check_cli_bump_nothing_moved_and_another_rig(tmp_path, capsys):
+    """README's loop on rendered captures: a bumped camera is refined into --out; nothing moved still
+    writes --out (the rig unchanged) and says so; another rig's capture writes nothing and names the remedy."""
+    from wallwm_edge.cli import main
+
+    common = ["--cameras", "2", "--frames", "4"]
+    assert main(["calibrate", "synth", "--out", str(tmp_path / "cap"), *common]) == 0
+    assert main(["calibrate", "synth", "--out", str(tmp_path / "bumped"), "--bump", "cam1:1.5,6", *common]) == 0
+    assert "cam1 bumped by 1.5 deg and 6 mm" in capsys.readouterr().out
+    rig = tmp_path / "cap" / "rig_truth.json"
+    truth = Rig.load(tmp_path / "bumped" / "rig_truth.json")
+    r, t = se3.pose_error(truth.camera("cam1").T_base_cam, Rig.load(rig).camera("cam1").T_base_cam)
+    assert abs(r - 1.5) < 1e-6 and abs(1000 * t - 6) < 1e-6
+
+    assert main(["calibrate", "check", str(rig), str(tmp_path / "bumped"), "--out", str(tmp_path / "fixed.json")]) == 0
+    out = capsys.readouterr().out
+    assert "moved: cam1" in out and "MOVED" in out
+    r, t = se3.pose_error(Rig.load(tmp_path / "fixed.json").camera("cam1").T_base_cam, truth.camera("cam1").T_base_cam)
+    assert r < 0.1 and t < 1e-3
+
+    assert main(["calibrate", "check", str(rig), str(tmp_path / "cap"), "--out", str(tmp_path / "same.json")]) == 0
+    assert f"nothing moved: {tmp_path / 'same.json'} is {rig} unchanged" in capsys.readouterr().out
+    assert Rig.load(tmp_path / "same.json").to_json() == Rig.load(rig).to_json()
+
+    assert main(["calibrate", "synth", "--out", str(tmp_path / "other"), "--seed", "1", *common]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "check", str(rig), str(tmp_path / "other"), "--out", str(tmp_path / "wrong.json")]) == 2
+    cap = capsys.readouterr()
+    assert "MISMATCH" in cap.out
+    err = cap.err.strip().splitlines()[-1]
+    assert "does not fit" in err and "another rig" in err and "calibrate run" in err
+    assert not (tmp_path / "wrong.json").exists()
+
+
+def test_synth_help_documents_every_option(capsys):
+    from wallwm_edge.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["calibrate", "synth", "--help"])
+    out = capsys.readouterr().out
+    for text in ("board poses per camera (default 15", "default charuco_a4", "--bump CAM[:DEG[,MM]]", "(default 3)", "default 0"):
+        assert text in out, text

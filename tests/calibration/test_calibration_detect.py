@@ -103,6 +103,7 @@ def test_our_drawing_matches_opencv_board_definition():
 def test_board_sheet_and_bad_board_file(tmp_path):
     assert main(["calibrate", "board", "--board", "checker_a4", "--out", str(tmp_path), "--dpi", "60"]) == 0
     assert (tmp_path / "checker_a4.png").exists() and (tmp_path / "checker_a4.pdf").exists()
+    assert _pdf_page_mm(tmp_path / "checker_a4.pdf") == (297, 210)  # A4 landscape: the sheet the name promises
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "x", "type": "charuco", "squares_x": 5, "squares_y": 5, "square_m": 0.03, "marker_m": 0.04}))
     with pytest.raises(DataError, match=r"bad.json: board 'x': field 'marker_m'"):
@@ -132,7 +133,7 @@ def test_checkerboard_corners_in_board_order():
 
 def test_video_input_and_synth_command(tmp_path):
     """`calibrate synth` writes a capture; the same frames as a video per camera are read every N-th frame."""
-    assert main(["calibrate", "synth", "--out", str(tmp_path / "cap"), "--cameras", "2", "--frames", "8"]) == 0
+    assert main(["calibrate", "synth", "--out", str(tmp_path / "cap"), "--cameras", "2", "--frames", "4", "--board", BOARD.name]) == 0
     assert Rig.load(tmp_path / "cap" / "rig_truth.json").names == ["cam0", "cam1"]
     frames = sorted((tmp_path / "cap" / "cam0").glob("*.png"))
     vid = tmp_path / "vid"
@@ -145,3 +146,31 @@ def test_video_input_and_synth_command(tmp_path):
     assert sess.n_images["cam0"] == (len(frames) + 1) // 2
     assert [v.frame for v in sess.views] == [f"{k:06d}" for k in range(0, len(frames), 2)][: len(sess.views)]
     assert len(sess.views) >= sess.n_images["cam0"] - 1
+
+
+def _pdf_page_mm(path) -> tuple[int, int]:
+    import re
+
+    box = re.search(rb"/MediaBox \[ *0 0 ([\d.]+) ([\d.]+) *\]", path.read_bytes())
+    return round(float(box.group(1)) / 72 * 25.4), round(float(box.group(2)) / 72 * 25.4)
+
+
+def test_sheets_are_iso_pages_with_the_board_at_true_size(tmp_path):
+    """charuco_a4 prints on an A4 page (landscape, 297 x 210 mm), charuco_a3 on A3; the board is drawn at
+    its true size in the PNG (dpi pixels per inch) and the shipped sheets are the same pages."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    assert Board.load("charuco_a4").page_mm() == ("A4", 297.0, 210.0)
+    assert Board.load("charuco_a3").page_mm() == ("A3", 420.0, 297.0)
+    assert Board("big", "checkerboard", 9, 6, 0.05).page_mm()[0] == "A2"  # 450 x 300 mm: A3 is too small
+    assert Board("big", "checkerboard", 9, 6, 0.05).page_mm(margin_mm=5)[1:] == (594.0, 420.0)
+    png, pdf = Board.load("charuco_a4").write_sheet(tmp_path, dpi=50)
+    assert _pdf_page_mm(pdf) == (297, 210)
+    img = np.asarray(Image.open(png).convert("L"))
+    assert abs(img.shape[1] / 50 * 25.4 - 297) < 1 and abs(img.shape[0] / 50 * 25.4 - 210) < 1
+    cols = np.flatnonzero((img < 128).any(axis=0))  # the board's black squares span its full width
+    assert abs((cols[-1] - cols[0] + 1) / 50 * 25.4 - 245) < 1.5
+    shipped = Path(__file__).resolve().parents[2] / "calibration" / "sheets"
+    assert _pdf_page_mm(shipped / "charuco_a4.pdf") == (297, 210) and _pdf_page_mm(shipped / "charuco_a3.pdf") == (420, 297)

@@ -26,6 +26,7 @@ from wallwm_edge.errors import DataError
 
 TYPES = ("charuco", "checkerboard")
 BOARDS_DIR = Path(__file__).resolve().parents[2] / "calibration" / "boards"
+ISO_A = {0: (841, 1189), 1: (594, 841), 2: (420, 594), 3: (297, 420), 4: (210, 297)}  # ISO 216 sheets, mm (short, long)
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,21 @@ class Board:
                     marker_id += 1
         return img
 
+    def page_mm(self, margin_mm: float = 10.0, caption_mm: float = 8.0) -> tuple[str, float, float]:
+        """The smallest ISO A page (A4, A3, A2, ...) holding the board with margins and a caption line, in the
+        board's orientation: (name, width_mm, height_mm). charuco_a4 -> ("A4", 297, 210), landscape."""
+        w, h = (1000 * v for v in self.size_m)
+        need_w, need_h = w + 2 * margin_mm, h + 2 * margin_mm + caption_mm
+        for k in range(4, -1, -1):
+            short, long_ = ISO_A[k]
+            page = (long_, short) if w >= h else (short, long_)
+            if need_w <= page[0] and need_h <= page[1]:
+                return f"A{k}", float(page[0]), float(page[1])
+        raise DataError(f"board {self.name!r} ({w:.0f} x {h:.0f} mm) is larger than an A0 sheet")
+
     def write_sheet(self, out_dir: str | Path, dpi: int = 300) -> list[Path]:
-        """Write NAME.png (at `dpi`) and NAME.pdf (true physical size) with a ruler check line; returns paths."""
+        """Write NAME.png (at `dpi`) and NAME.pdf, both a whole ISO A page (`page_mm`) with the board at true
+        size in its middle and a caption with the sizes to check after printing; returns the paths."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -128,17 +142,19 @@ class Board:
         px_per_m = dpi / 0.0254
         s = max(int(round(self.square_m * px_per_m)), 8)
         img = self.image(px_per_square=s)
-        margin_in = 0.4
-        w_in, h_in = self.size_m[0] / 0.0254 + 2 * margin_in, self.size_m[1] / 0.0254 + 2 * margin_in + 0.3
-        fig = plt.figure(figsize=(w_in, h_in), dpi=dpi)
-        ax = fig.add_axes([margin_in / w_in, (margin_in + 0.3) / h_in, 1 - 2 * margin_in / w_in, 1 - (2 * margin_in + 0.3) / h_in])
-        ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        page, W, H = self.page_mm()
+        w, h = (1000 * v for v in self.size_m)
+        caption_mm = 8.0
+        x0, y0 = (W - w) / 2, caption_mm + (H - caption_mm - h) / 2  # board's lower-left corner, mm from the page's
+        fig = plt.figure(figsize=(W / 25.4, H / 25.4), dpi=dpi)
+        ax = fig.add_axes([x0 / W, y0 / H, w / W, h / H])
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
         ax.set_axis_off()
         extra = f", marker {self.marker_m * 1000:.1f} mm, {self.dictionary}" if self.type == "charuco" else ""
         fig.text(
-            margin_in / w_in, 0.25 / h_in,
-            f"{self.name}: {self.type} {self.squares_x}x{self.squares_y} squares, square {self.square_m * 1000:.1f} mm{extra}. "
-            "Print at 100% (no scaling); measure a square and put the measured size in the board file.",
+            x0 / W, (y0 - 6.0) / H,
+            f"{self.name}: {self.type} {self.squares_x}x{self.squares_y} squares, square {self.square_m * 1000:.1f} mm{extra}, "
+            f"{page} page. Print at 100% (no scaling); measure a square and put the measured size in the board file.",
             fontsize=7,
         )
         paths = []

@@ -4,6 +4,12 @@ Intrinsics stay as in the rig (a bump moves a camera, it does not change its len
 place the board from the *other* cameras (or from the arm's poses through the gripper-held board), then
 fit c's pose alone; the camera whose removal leaves the others consistent is the one that moved. Repeats
 for a second moved camera. Needs, in each frame, the board seen by at least two unmoved cameras, or arm poses.
+
+Then the result is verified: every camera held at the returned rig, only the boards fitted, each camera's
+median residual must stay under `max_residual_px`; and each view alone (PnP with the rig's intrinsics)
+must fit under `max_pnp_px`. A camera that misses either does not match the rig at all: a capture of
+another rig, or a lens whose zoom or focus changed. That is `CheckResult.mismatch`, and the CLI refuses
+to write a rig from it (a bump moves a camera; it cannot explain a different focal length).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ class CheckConfig:
     trans_tol_mm: float = 1.5  # ... or this
     robust_px: float = 1.0
     min_gain_px: float = 0.5  # ... and the new pose lowers the median residual by at least this much
+    max_residual_px: float = 1.5  # verification: median residual of a camera held at the result rig
+    max_pnp_px: float = 1.0  # verification: median residual of single views fitted alone with the rig's intrinsics
 
 
 @dataclass
@@ -37,6 +45,17 @@ class CameraCheck:
     trans_mm: float
     rms_before_px: float  # median residual with the rig pose
     rms_after_px: float  # with the refined pose (moved cameras)
+    residual_px: float = float("nan")  # verification: median residual with the result rig (every camera held)
+    pnp_px: float = float("nan")  # verification: median over views of the median residual of a PnP fit per view
+
+    def mismatch(self, cfg: "CheckConfig") -> str:
+        """'' when the camera fits the rig, else why not (one clause)."""
+        why = []
+        if self.residual_px > cfg.max_residual_px:
+            why.append(f"median residual {self.residual_px:.2f} px with the rig (> {cfg.max_residual_px:g})")
+        if self.pnp_px > cfg.max_pnp_px:
+            why.append(f"single views fit its intrinsics to {self.pnp_px:.2f} px (> {cfg.max_pnp_px:g})")
+        return " and ".join(why)
 
 
 @dataclass
@@ -45,10 +64,16 @@ class CheckResult:
     rig: Rig  # the rig with the moved cameras' poses refined
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    config: CheckConfig = field(default_factory=CheckConfig)
 
     @property
     def moved(self) -> list[str]:
         return [c.name for c in self.cameras if c.moved]
+
+    @property
+    def mismatch(self) -> dict[str, str]:
+        """camera -> why its images do not fit the rig (another rig's capture, a changed lens); empty when all fit."""
+        return {c.name: why for c in self.cameras if (why := c.mismatch(self.config))}
 
 
 def _node(cam) -> np.ndarray:
@@ -150,6 +175,10 @@ def check(rig: Rig, sessions: list[Session], cfg: CheckConfig = CheckConfig()) -
         for c in cams:
             if c not in checks:
                 checks[c] = CameraCheck(c, False, 0.0, 0.0, float("nan"), float("nan"))
+        residual = _verify(refs, sessions, cams, base, cfg)
+        pnp_px = _pnp_residuals(refs, sessions, rig)
+        for c in cams:
+            checks[c].residual_px, checks[c].pnp_px = residual.get(c, float("nan")), pnp_px.get(c, float("nan"))
     cams_out = []
     for cam in rig.cameras:
         if cam.name in moved:
@@ -159,4 +188,27 @@ def check(rig: Rig, sessions: list[Session], cfg: CheckConfig = CheckConfig()) -
         else:
             cams_out.append(cam)
     out = Rig(tuple(cams_out), rig.workspace_min, rig.workspace_max)
-    return CheckResult([checks[c] for c in cams], out, time.perf_counter() - t0)
+    return CheckResult([checks[c] for c in cams], out, time.perf_counter() - t0, config=cfg)
+
+
+def _verify(refs, sessions, cams, base, cfg: CheckConfig) -> dict[str, float]:
+    """Each camera's median residual with every camera held at `base` (the result), only the boards fitted."""
+    init = dict(base)
+    init.update(propagate(refs, {("cam", c): base[("cam", c)] for c in cams}))
+    prob = _fit(refs, sessions, cams, init, set(), cfg)
+    return {c: _median_residual(prob, c) for c in cams}
+
+
+def _pnp_residuals(refs, sessions, rig: Rig) -> dict[str, float]:
+    """Per camera, the median over its views of the median reprojection error of the view's own PnP pose
+    with the rig's intrinsics: pose-free, so it tests the lens alone (a bumped camera still fits)."""
+    import cv2
+
+    per: dict[str, list[float]] = {}
+    for r in refs:
+        cam = rig.camera(r.view.camera)
+        X = sessions[r.session].board.corners()[r.view.ids]
+        rvec, _ = cv2.Rodrigues(r.T_cam_board[:3, :3])
+        uv, _ = cv2.projectPoints(X, rvec, r.T_cam_board[:3, 3], cam.K, cam.dist)
+        per.setdefault(r.view.camera, []).append(float(np.median(np.linalg.norm(uv.reshape(-1, 2) - r.view.uv, axis=1))))
+    return {c: float(np.median(v)) for c, v in per.items()}

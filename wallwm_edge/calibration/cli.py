@@ -16,6 +16,7 @@ examples:
   wallwm-edge calibrate board --board charuco_a4 --out calibration/sheets     printable PNG + PDF
   wallwm-edge calibrate synth --out /tmp/capture                               a sample capture to try
   wallwm-edge calibrate run /tmp/capture --out rig.json --report /tmp/report   calibrate, write rig + report
+  wallwm-edge calibrate synth --out /tmp/recheck --bump cam1                   the same rig, cam1 knocked
   wallwm-edge calibrate check rig.json /tmp/recheck --out rig_fixed.json       which camera moved?
 """
 
@@ -59,24 +60,39 @@ def _run(args) -> int:
     return 0
 
 
+class RigMismatch(WallwmError):
+    """The capture does not fit the rig at all (another rig, or a changed lens): nothing is written."""
+
+
 def _check(args) -> int:
     from wallwm_edge.calibration.check import CheckConfig, check
     from wallwm_edge.calibration.rig import Rig
 
     rig = Rig.load(args.rig)
     sessions = _sessions(args)
-    res = check(rig, sessions, CheckConfig(rot_tol_deg=args.rot_tol, trans_tol_mm=args.trans_tol))
+    res = check(rig, sessions, CheckConfig(rot_tol_deg=args.rot_tol, trans_tol_mm=args.trans_tol,
+                                           max_residual_px=args.max_residual, max_pnp_px=args.max_residual * 2 / 3))
+    bad = res.mismatch
     for c in res.cameras:
+        state = "MISMATCH" if c.name in bad else "MOVED" if c.moved else "ok"
         if c.rms_before_px != c.rms_before_px:  # nan: consistent with the others, not refitted
-            print(f"  {c.name:12s} ok (consistent with the others)")
+            line = f"  {c.name:12s} {state:8s} (pose not refitted)"
         else:
-            state = "MOVED" if c.moved else "ok"
-            print(f"  {c.name:12s} {state:5s} by {c.rot_deg:.3f} deg, {c.trans_mm:.2f} mm; median residual {c.rms_before_px:.2f} px with the rig pose"
-                  + (f" -> {c.rms_after_px:.2f} px refined" if c.moved else ""))
+            line = (f"  {c.name:12s} {state:8s} by {c.rot_deg:.3f} deg, {c.trans_mm:.2f} mm; median residual {c.rms_before_px:.2f} px with the rig pose"
+                    + (f" -> {c.rms_after_px:.2f} px refined" if c.moved else ""))
+        print(line + f"; verified: {c.residual_px:.2f} px")
     print(f"checked in {res.seconds:.2f} s: " + (f"moved: {', '.join(res.moved)}" if res.moved else "no camera moved"))
-    if res.moved and args.out:
+    if bad:
+        why = "; ".join(f"{k}: {v}" for k, v in bad.items())
+        raise RigMismatch(f"{', '.join(args.captures)} does not fit {args.rig} ({why}): a capture of another rig, or a lens whose "
+                          f"zoom or focus changed; a bump cannot explain it, so {args.out or 'no rig'} was not written. "
+                          f"Recalibrate: wallwm-edge calibrate run {' '.join(args.captures)} --out {args.out or 'rig.json'}")
+    if args.out:
         res.rig.save(args.out)
-        print(f"rig with the moved camera(s) refined: {args.out}")
+        print(f"rig with the moved camera(s) refined: {args.out}" if res.moved else
+              f"nothing moved: {args.out} is {args.rig} unchanged")
+    elif not res.moved:
+        print(f"nothing moved: {args.rig} still fits")
     return 1 if res.moved and not args.out else 0
 
 
@@ -89,16 +105,41 @@ def _board(args) -> int:
     return 0
 
 
+def _bump_spec(text: str) -> tuple[str, float, float]:
+    """argparse type for --bump CAM[:DEG[,MM]]."""
+    name, _, amount = text.partition(":")
+    try:
+        parts = [float(x) for x in amount.split(",")] if amount else []
+    except ValueError:
+        parts = None
+    if not name or parts is None or len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"expected CAM[:DEG[,MM]] (e.g. cam1 or cam1:1.5,8), got {text!r}")
+    deg, mm = (parts + [BUMP_DEG, BUMP_MM][len(parts):])[:2]
+    return name, deg, mm
+
+
+BUMP_DEG, BUMP_MM = 1.0, 5.0
+
+
 def _synth(args) -> int:
     from wallwm_edge.calibration import synthetic
     from wallwm_edge.calibration.board import Board
 
-    cfg = synthetic.SceneConfig(n_cameras=args.cameras, layout=args.layout, board_mount=args.mount or "gripper", n_frames=args.frames, seed=args.seed,
-                                board_distance=(0.3, 0.55), tilt_deg=(20, 55))
-    scene = synthetic.make_scene(cfg, Board.load(args.board or "charuco_a3"))
+    cfg = synthetic.SceneConfig(n_cameras=args.cameras, layout=args.layout, board_mount=args.mount, n_frames=args.frames * args.cameras,
+                                seed=args.seed, board_distance=(0.3, 0.55), tilt_deg=(20, 55))
+    scene = synthetic.make_scene(cfg, Board.load(args.board))
+    if args.bump:
+        name, deg, mm = args.bump
+        if name not in scene.rig.names:
+            raise WallwmError(f"--bump {name}: no such camera; the synthetic rig has {', '.join(scene.rig.names)}")
+        scene = synthetic.bump(scene, name, deg, mm)
     counts = synthetic.write_capture(scene, args.out)
     scene.rig.save(Path(args.out) / "rig_truth.json")
-    print(f"wrote {sum(counts.values())} images to {args.out} ({counts}); ground truth: {Path(args.out) / 'rig_truth.json'}")
+    print(f"wrote {sum(counts.values())} images to {args.out} ({', '.join(f'{k}: {v}' for k, v in counts.items())}); "
+          f"ground truth: {Path(args.out) / 'rig_truth.json'}")
+    if args.bump:
+        print(f"{args.bump[0]} bumped by {args.bump[1]:g} deg and {args.bump[2]:g} mm from the seed-{args.seed} rig; "
+              f"next: wallwm-edge calibrate check rig.json {args.out} --out rig_fixed.json")
     return 0
 
 
@@ -133,9 +174,12 @@ def register(sub) -> None:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("rig", help="the rig file to check")
     _capture_args(c)
-    c.add_argument("--out", help="write the rig with the moved camera(s) refined here")
+    c.add_argument("--out", help="write the rig with the moved camera(s) refined here (the rig unchanged when nothing moved)")
     c.add_argument("--rot-tol", type=float, default=0.15, help="degrees of rotation that count as moved (default 0.15)")
     c.add_argument("--trans-tol", type=float, default=1.5, help="millimetres that count as moved (default 1.5)")
+    c.add_argument("--max-residual", type=float, default=1.5,
+                   help="pixels: a camera whose median residual with the checked rig stays above this does not belong to it "
+                        "(another rig, a changed lens); nothing is written (default 1.5)")
     c.set_defaults(func=_check)
 
     b = s.add_parser("board", help="write a board's printable sheet (PNG + PDF at true size)",
@@ -147,15 +191,27 @@ def register(sub) -> None:
     b.set_defaults(func=_board)
 
     y = s.add_parser("synth", help="render a synthetic capture with ground truth (to try the tool)",
-                     description="example:\n  wallwm-edge calibrate synth --out /tmp/capture --cameras 3 --layout none",
+                     description="Render a capture folder of a simulated rig (PNG per camera and frame, capture.json, "
+                                 "arm_poses.json) and its ground truth OUT/rig_truth.json. The same --seed gives the same rig, "
+                                 "so a second capture with --bump tries `calibrate check` on it.\n\n"
+                                 "examples:\n  wallwm-edge calibrate synth --out capture/\n"
+                                 "  wallwm-edge calibrate run capture/ --out rig.json\n"
+                                 "  wallwm-edge calibrate synth --out new_capture/ --bump cam1      (cam1 moved by 1 deg, 5 mm)\n"
+                                 "  wallwm-edge calibrate check rig.json new_capture/ --out rig_fixed.json",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    y.add_argument("--out", required=True)
-    y.add_argument("--cameras", type=int, default=3)
-    y.add_argument("--layout", choices=["overlap", "chain", "none"], default="none")
-    y.add_argument("--mount", choices=["free", "gripper"], default="gripper")
-    y.add_argument("--frames", type=int, default=45)
-    y.add_argument("--board", default="charuco_a3")
-    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--out", required=True, help="capture folder to write")
+    y.add_argument("--cameras", type=int, default=3, help="fixed cameras in the rig, named cam0, cam1, ... (default 3)")
+    y.add_argument("--layout", choices=["overlap", "chain", "none"], default="none",
+                   help="which cameras see the board together: none (one camera per frame, tied by the arm poses; default), "
+                        "chain (neighbours), overlap (several)")
+    y.add_argument("--mount", choices=["free", "gripper"], default="gripper",
+                   help="gripper: the arm holds the board, arm_poses.json written (default); free: moved by hand")
+    y.add_argument("--frames", type=int, default=15, help="board poses per camera (default 15: 45 images for 3 cameras)")
+    y.add_argument("--board", default="charuco_a4", help="board file or shipped name (default charuco_a4, as `calibrate board`)")
+    y.add_argument("--seed", type=int, default=0, help="the rig and the board poses (default 0)")
+    y.add_argument("--bump", type=_bump_spec, default=None, metavar="CAM[:DEG[,MM]]",
+                   help=f"move one camera of the rig by DEG degrees and MM millimetres (default {BUMP_DEG:g} deg, {BUMP_MM:g} mm), "
+                        "as a knock would")
     y.set_defaults(func=_synth)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 

@@ -141,6 +141,22 @@ def make_scene(cfg: SceneConfig, board: Board) -> Scene:
     return Scene(rig, board, mount, poses, flange, T_flange_board, targets)
 
 
+def bump(scene: Scene, name: str, deg: float = 1.0, mm: float = 5.0) -> Scene:
+    """The same scene (board poses, arm poses) with camera `name` knocked: turned by `deg` degrees about
+    a tilted axis and shifted by `mm` millimetres, in its own frame, as a knock moves a mount."""
+    axis = np.array([0.6, -0.5, 0.4]) / np.linalg.norm([0.6, -0.5, 0.4])
+    shift = np.array([0.4, -0.6, 0.3]) / np.linalg.norm([0.4, -0.6, 0.3])
+    T = make_T(rotvec_to_R(axis * np.deg2rad(deg)), shift * mm / 1000)
+    cams = []
+    for c in scene.rig.cameras:
+        if c.name == name:
+            c = c.with_pose(c.T_base_cam @ T) if c.mount == "fixed" else \
+                Camera(c.name, c.width, c.height, c.K, c.dist, c.T_base_cam @ T, c.mount, c.T_flange_cam @ T)
+        cams.append(c)
+    rig = Rig(tuple(cams), scene.rig.workspace_min, scene.rig.workspace_max)
+    return Scene(rig, scene.board, scene.board_mount, scene.T_base_board, scene.flange, scene.T_flange_board, scene.targets)
+
+
 def camera_pose(scene: Scene, cam: Camera, frame: str) -> np.ndarray:
     """T_base_cam of `cam` at `frame` (wrist cameras move with the flange)."""
     if cam.mount == "wrist":
