@@ -46,6 +46,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads for the eager reference (default 1)")
     p.set_defaults(func=run)
+    from wallwm_edge.export import text_encoder
+
+    text_encoder.register(sub)  # export-encoder: the on-board sentence encoder
 
 
 def source_for(checkpoint, data, text_encoder: str, track: str = "subtask"):

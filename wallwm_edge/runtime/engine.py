@@ -10,8 +10,12 @@ Two layers:
   execution providers (`backend="tensorrt"`), which build and cache the TensorRT engine themselves.
 - `Student`: what the sidecar says about the graph (input names, shapes, views, horizon, caption
   embeddings, mode) turned into feeds: the sight-cone view mask (Vn, Vn) (or, for graphs that take
-  the full token mask, its (S, S) expansion), the instruction looked up in the caption table, fresh
-  Gaussian noise per chunk.
+  the full token mask, its (S, S) expansion), the instruction's embedding, fresh Gaussian noise per chunk.
+
+Instructions: the sidecar's caption table is a cache in front of the on-board sentence encoder
+(`runtime.text_encoder.TextEncoder`, all-MiniLM-L6-v2 in ONNX, torch-free) when the student's folder
+carries one (`wallwm-edge export-encoder --out FOLDER`), so any text is accepted; without one, only
+the table's texts are, and any other raises DataError naming the text and that command.
 
 The sidecar's `kind` "sample" is the whole flow integration inside one graph (raw actions out, the
 normalizer inside). When the export also wrote the `step` graph (one velocity evaluation) beside it,
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +116,63 @@ def find_student(path: str | os.PathLike, precision: str = "auto") -> Path:
     return next(found[k] for k in (*PRECISION_ORDER, *sorted(found)) if k in found)
 
 
+class Captions(Mapping):
+    """The student's caption table (text -> (D,) embedding) as a cache in front of a sentence encoder.
+
+    Iterating, len() and `known` give the table's texts; `text in captions` is True for every text the
+    student can embed (any string when an encoder is present), and `captions[text]` embeds a new text
+    once, then serves it from the cache. Without an encoder it is the table, and KeyError outside it.
+    """
+
+    def __init__(self, table: dict, encoder=None):
+        self.table = table
+        self.encoder = encoder
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, text: str) -> np.ndarray:
+        if text in self.table:
+            return np.asarray(self.table[text], np.float32)
+        if text not in self._cache:
+            if self.encoder is None or not isinstance(text, str):
+                raise KeyError(text)
+            self._cache[text] = self.encoder.encode([text])[0]
+        return self._cache[text]
+
+    def __contains__(self, text) -> bool:
+        return text in self.table or (self.encoder is not None and isinstance(text, str))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def known(self) -> list[str]:
+        return list(self.table)
+
+
+def attach_encoder(captions: Captions, folder: Path, where: str, text_dim: int, threads: int | None = 1) -> None:
+    """Use the sentence encoder exported into `folder` (runtime.text_encoder), if any, for texts outside
+    the table. It must be the encoder the table was made with: one known caption is re-embedded and must
+    agree (cosine >= 0.9; MiniLM fp32 gives 1.0000, int8 >= 0.96, another encoder ~0), else ConfigError."""
+    from wallwm_edge.runtime.text_encoder import TextEncoder
+
+    enc = TextEncoder.find(folder, threads=threads)
+    if enc is None:
+        return
+    if enc.dim != text_dim:
+        raise ConfigError(f"{enc.path}: the text encoder gives {enc.dim}-d embeddings, {where} takes {text_dim}-d instructions")
+    if captions.table:
+        text = next(iter(captions.table))
+        ref, got = np.asarray(captions.table[text], np.float32), enc.encode([text])[0]
+        cos = float(ref @ got / max(float(np.linalg.norm(ref) * np.linalg.norm(got)), 1e-12))
+        if cos < 0.9:
+            raise ConfigError(f"{enc.path}: the text encoder disagrees with {where}'s caption table (cosine {cos:.3f} on {text!r}): "
+                              f"the student was trained with another encoder; remove {folder / 'text_encoder.json'} or re-export")
+    captions.encoder = enc
+
+
 @dataclass
 class ChunkOut:
     actions: np.ndarray  # (L, A) float32 raw
@@ -136,7 +198,7 @@ class Student:
         self.patch = int(sidecar["patch"])
         self.near, self.far = float(cfg.get("near", 0.05)), float(cfg.get("far", 2.0))
         self.n_frames = 1 + int(cfg.get("n_future", 1))
-        self.captions = sidecar["captions"]
+        self.captions = Captions(sidecar["captions"])  # + the sentence encoder beside the student (load attaches it)
         self.inputs = {d["name"]: d for d in sidecar["inputs"]}
         unknown = sorted(set(self.inputs) - set(GRAPH_INPUTS))
         if unknown:
@@ -161,7 +223,9 @@ class Student:
             srec = read_sidecar(step_side)
             if srec["kind"] == "step" and srec.get("config") == record.get("config") and srec["steps"] == record["steps"]:
                 step = (srec, OrtEngine(srec["onnx_path"], backend, threads))
-        return cls(record, OrtEngine(record["onnx_path"], backend, threads), seed, step)
+        student = cls(record, OrtEngine(record["onnx_path"], backend, threads), seed, step)
+        attach_encoder(student.captions, side.parent, Path(record["onnx_path"]).name, int(record.get("text_dim", 384)))
+        return student
 
     @property
     def can_inpaint(self) -> bool:
@@ -172,17 +236,30 @@ class Student:
         return f"{Path(self.meta.get('onnx_path', '?')).name} ({self.meta.get('preset')}, {self.meta.get('precision')}, {self.engine.name})"
 
     def embed(self, text: str) -> np.ndarray:
-        """(384,) float32 for an instruction: the sidecar's table, else the sentence encoder (needs torch)."""
+        """(384,) float32 for an instruction: the sidecar's caption table, else the on-board sentence
+        encoder beside the student (runtime.text_encoder); DataError naming the text when neither has it."""
         if text in self._embed_cache:
             return self._embed_cache[text]
-        if text in self.captions:
-            e = np.asarray(self.captions[text], np.float32)
-        else:
-            known = ", ".join(repr(c) for c in list(self.captions)[:6])
-            raise DataError(f"instruction {text!r} is not in the student's caption table ({len(self.captions)} captions, e.g. {known}); "
-                            "the on-board runtime carries no sentence encoder: use a known event caption or re-export with it")
+        if text not in self.captions:
+            raise DataError(self.unknown_instruction(text))
+        e = np.asarray(self.captions[text], np.float32)
         self._embed_cache[text] = e
         return e
+
+    @property
+    def text_encoder(self):
+        """The on-board sentence encoder (runtime.text_encoder.TextEncoder), or None."""
+        return self.captions.encoder
+
+    def unknown_instruction(self, text: str) -> str:
+        """Why `text` cannot be embedded, and how to make it so (one line; the prompt prints it too)."""
+        from wallwm_edge.validate import quote
+
+        known = ", ".join(quote(c, 60) for c in self.captions.known[:6])
+        folder = Path(self.meta.get("onnx_path", "STUDENT/x")).parent
+        return (f"instruction {quote(text, 200)} is not in the student's caption table ({len(self.captions)} captions, e.g. {known}) "
+                f"and no sentence encoder is beside the student: use a known caption, or add the encoder with "
+                f"`wallwm-edge export-encoder --out {folder}` (needs torch once, on any machine; then copy the files beside the student)")
 
     def full_mask(self, view_mask: np.ndarray) -> np.ndarray:
         """(Vn, Vn) sight-cone mask -> (1, S, S) token mask of the graph (model.attention.expand_view_mask)."""
