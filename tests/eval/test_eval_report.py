@@ -38,3 +38,25 @@ def test_table_has_a_row_per_task_and_split(tmp_path):
     assert doc["format"] == "wallwm-eval/1" and doc["policy"] == "x"
     assert doc["episodes"][1]["progress"] == 100 / 3
     assert not list(tmp_path.glob("sub/*.tmp"))
+
+
+def test_standard_errors_and_paired_differences():
+    import math
+
+    from wallwm_edge.eval.report import EpisodeResult, paired_difference, summarize
+
+    def ep(split, task, seed, done, ok=False):
+        return EpisodeResult(split, task, seed, ok, done, 2, 10)
+
+    a = [ep("seen", "t1", 0, 2, True), ep("seen", "t1", 1, 0), ep("seen", "t2", 0, 1), ep("seen", "t2", 1, 1)]
+    s = summarize(a)["seen"]
+    assert s["task_progress"] == 50.0
+    # t1 = {100, 0}: var 5000, n 2 -> 2500; t2 = {50, 50}: 0; SE = sqrt(2500) / 2
+    assert math.isclose(s["task_progress_se"], 25.0)
+    assert math.isclose(s["success_rate_se"], 25.0)
+    b = [ep("seen", "t1", 0, 1), ep("seen", "t1", 1, 0), ep("seen", "t2", 0, 0), ep("seen", "t2", 9, 2)]
+    d = paired_difference(a, b)
+    assert d["pairs"] == 3  # (t2, 1) has no partner
+    assert math.isclose(d["mean"], (50 + 0 + 50) / 3)
+    assert math.isclose(d["se"], math.sqrt(((50 - d["mean"]) ** 2 * 2 + d["mean"] ** 2) / 2) / math.sqrt(3))
+    assert paired_difference(a, b, "success")["mean"] == 100 / 3
