@@ -338,11 +338,9 @@ def label_dataset(teacher: WallWM, source, n: int, K: int, S: int, seed: int, ba
 
 
 def save_targets(path: Path, targets: dict[str, torch.Tensor], key: dict) -> None:
-    from safetensors.torch import save_file
+    from wallwm_edge.model.checkpoint import write_safetensors
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(targets, str(tmp), metadata={"wallwm_targets": json.dumps(key, sort_keys=True)})
-    os.replace(tmp, path)
+    write_safetensors(path, targets, {"wallwm_targets": json.dumps(key, sort_keys=True)})
 
 
 def load_targets(path: Path, key: dict) -> dict[str, torch.Tensor] | None:
@@ -478,7 +476,10 @@ class Distiller:
         self.student = make_student(self.teacher, preset, self.S, dcfg.init, dcfg.seed)
         # The teacher's training split by default: labelling held-out-task episodes would leak them.
         self.split = self.theader.get("train_config", {}).get("split") if dcfg.split == "auto" else dcfg.split
-        self.source = SampleSource(ds, tcfg, embed or default_embedder(), dcfg.track, self.split, True)
+        # The teacher's own share of "done" frames (samples.py): the student's p_end must learn "is over"
+        # from the teacher's verdicts on frames after an event's end, not only the forecast.
+        done = float(self.theader.get("train_config", {}).get("done_fraction", 0.0))
+        self.source = SampleSource(ds, tcfg, embed or default_embedder(), dcfg.track, self.split, True, done_fraction=done)
         self.rig_json = self.source.episodes[0].rig.to_json()
         self.targets = self._targets("train", dcfg.samples, dcfg.seed + 1)
         self.eval_targets = self._targets("eval", dcfg.eval_samples, dcfg.seed + 2)
