@@ -195,6 +195,8 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             new = not (self.out / LOG_FILE).exists() or self.step == 0
+            if not new:
+                _truncate_log(self.out / LOG_FILE, self.step)  # rows past the checkpoint are re-trained: log them once
             log = open(self.out / LOG_FILE, "w" if new else "a", newline="")
             writer = csv.writer(log)
             if new:
@@ -218,6 +220,20 @@ class Trainer:
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", act=f"{logs['action']:.4f}")
                 if self.step % self.tcfg.ckpt_every == 0 and self.step < stop:
                     self.save()
+        except KeyboardInterrupt:
+            # Ctrl-C: keep every finished step. A step cut mid-way never updated the weights (the optimizer
+            # step is the last thing it does), so the saved state is exactly step `self.step`.
+            bar.close()
+            if log is not None:
+                log.close()
+                log = None
+            self.save()
+            if self.rank == 0:
+                import sys
+
+                print(f"interrupted: saved step {self.step} to {self.out}; continue with: wallwm-edge train DATA --out {self.out} --resume",
+                      file=sys.stderr)
+            raise
         finally:
             bar.close()
             if log is not None:
@@ -226,3 +242,13 @@ class Trainer:
         wall = time.perf_counter() - t_start
         return {"step": self.step, "first": first, "last": last, "params": self.params, "wall_s": wall,
                 "sec_per_step": wall / max(1, steps_done), "out": str(self.out)}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop loss.csv rows logged after `step` (the checkpoint a resume starts from)."""
+    lines = path.read_text().splitlines(keepends=True)
+    keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].strip().isdigit() and int(ln.split(",", 1)[0]) <= step]
+    if len(keep) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(keep))
+        tmp.replace(path)
