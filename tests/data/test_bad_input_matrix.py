@@ -98,6 +98,12 @@ COMMANDS: dict[str, Callable[[Path], list[str]]] = {
                               "--exporter", "torchscript"],
     "eval-data": lambda w: ["eval", str(w / "ckpt"), "--data", str(_ds(w)), "--splits", "seen", "--episodes", "1", "--max-steps", "2",
                             "--text-encoder", "hash", "--out", str(w / "eval.json")],
+    "import-lerobot": lambda w: ["data", "import-lerobot", str(w / "lerobot"), "--out", str(w / "imported")],
+    "distill-key-map": lambda w: ["distill", "--teacher", str(w / "ckpt"), "--key-map", str(w / "keymap.json"), "--data", str(_ds(w)),
+                                  "--out", str(w / "student_run"), "--text-encoder", "hash", "--steps", "1", "--threads", "1"],
+    "distill-teacher-config": lambda w: ["distill", "--teacher", str(w / "ckpt"), "--teacher-config", str(w / "tconfig.json"),
+                                         "--data", str(_ds(w)), "--out", str(w / "student_run"), "--text-encoder", "hash",
+                                         "--steps", "1", "--threads", "1"],
     "calibrate-check": lambda w: ["calibrate", "check", str(w / "rig.json"), str(w / "captures"), "--out", str(w / "rig_fixed.json")],
     "quantize": lambda w: ["quantize", str(w / "ckpt"), "--onnx", str(w / "student" / "student.sample.int8.onnx"),
                            "--data", str(_ds(w)), "--precisions", "fp16"],
@@ -412,6 +418,33 @@ PLAN_BREAKS = {
     "plan_deep": (plan("[" * 100_000 + "]" * 100_000), ("plan.json", "nested too deeply")),
     "plan_is_folder": (lambda w: (w / "plan.json").mkdir(), ("plan.json", "folder")),
 }
+def write(rel: str, text: str):
+    def setup(w):
+        (w / rel).parent.mkdir(parents=True, exist_ok=True)
+        (w / rel).write_text(text)
+    return setup
+
+
+def make_dir(rel: str):
+    return lambda w: (w / rel).mkdir(parents=True)
+
+
+BOARD = {"name": "b", "type": "charuco", "squares_x": 7, "squares_y": 5, "square_m": 0.035, "marker_m": 0.026}
+OTHER_INPUTS = [  # (command, name, setup, words): the other JSON files that enter through one command or another
+    ("import-lerobot", "info_is_folder", make_dir("lerobot/meta/info.json"), ("info.json", "folder")),
+    ("import-lerobot", "info_array", write("lerobot/meta/info.json", "[]"), ("info.json", "JSON object")),
+    ("import-lerobot", "info_not_json", write("lerobot/meta/info.json", "{"), ("info.json", "not valid JSON")),
+    ("distill-key-map", "key_map_array", write("keymap.json", "[1]"), ("keymap.json", "JSON object")),
+    ("distill-key-map", "key_map_is_folder", make_dir("keymap.json"), ("keymap.json", "folder")),
+    ("distill-teacher-config", "teacher_config_array", write("tconfig.json", "[]"), ("tconfig.json", "JSON object")),
+    ("distill-teacher-config", "teacher_config_width_string", write("tconfig.json", json.dumps({"name": "t", "width": "wide"})),
+     ("tconfig.json", "'width'", "integer")),
+    ("calibrate-check", "capture_json_array", write("captures/capture.json", "[]"), ("capture.json", "JSON object")),
+    ("calibrate-check", "capture_board_squares_inf", write("captures/capture.json", json.dumps({"board": {**BOARD, "squares_x": INF}})),
+     ("capture.json", "squares_x", "Infinity")),
+    ("calibrate-check", "capture_wrist_int", write("captures/capture.json", json.dumps({"board": BOARD, "wrist": 5})),
+     ("capture.json", "wrist", "list")),
+]
 RUN_RIG = ("dist_nan", "workspace_nan", "workspace_no_max", "width_inf", "camera_int")
 
 
@@ -441,6 +474,8 @@ def _cases() -> list[Case]:
         cases.append(Case(f"calibrate-check-{name}", "calibrate-check", setup, words))
     for name in RUN_RIG:
         cases.append(Case(f"run-rig-{name}", "run-rig", *RIG_BREAKS[name]))
+    for command, name, setup, words in OTHER_INPUTS:
+        cases.append(Case(f"{command}-{name}", command, setup, words))
     for name, (setup, words) in PLAN_BREAKS.items():
         cases.append(Case(f"run-{name}", "run-plan", setup, words))
     for name in ("meta_is_folder", "camera_width_inf", "info_ids_not_strings"):  # the dataset given beside a good checkpoint
@@ -451,6 +486,8 @@ def _cases() -> list[Case]:
     cases += [
         Case("run-fifo-plan", "run-plan", lambda w: os.mkfifo(w / "plan.json"), ("plan.json", "FIFO"),
              subprocess=True),
+        Case("import-lerobot-fifo-info", "import-lerobot", lambda w: (make_dir("lerobot/meta")(w), os.mkfifo(w / "lerobot/meta/info.json")),
+             ("info.json", "FIFO"), subprocess=True),
         Case("quantize-corrupt-onnx", "quantize", corrupt_onnx, ("student.sample.int8.onnx", "not a readable ONNX")),
         Case("quantize-onnx-outside-folder", "quantize", onnx_outside, (SC, "'onnx'")),
         # special files: a FIFO must be refused without opening it (opening blocks until a writer comes)

@@ -188,12 +188,17 @@ class Board:
         unknown = set(d) - set(Board.__dataclass_fields__)
         if unknown:
             raise DataError(f"{where}board file has unknown fields {sorted(unknown)}")
+        from wallwm_edge.validate import integer, number, obj, require, string
+
+        require(d, obj({"name": string(nonempty=True, max_len=200), "type": string(max_len=50), "squares_x": integer(2, 1000),
+                        "squares_y": integer(2, 1000), "square_m": number(positive=True, hi=10.0), "marker_m": number(lo=0.0, hi=10.0),
+                        "dictionary": string(max_len=50)}), where)
         try:
             b = Board(
                 name=str(d["name"]), type=str(d["type"]), squares_x=int(d["squares_x"]), squares_y=int(d["squares_y"]),
                 square_m=float(d["square_m"]), marker_m=float(d.get("marker_m", 0.0)), dictionary=str(d.get("dictionary", "DICT_5X5_100")),
             )
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise DataError(f"{where}board file has a malformed field ({e})") from None
         return b.validate(where)
 
@@ -203,11 +208,8 @@ class Board:
         path = Path(path_or_name)
         if not path.exists() and not path.suffix and (BOARDS_DIR / f"{path}.json").exists():
             path = BOARDS_DIR / f"{path}.json"
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            shipped = sorted(p.stem for p in BOARDS_DIR.glob("*.json")) if BOARDS_DIR.is_dir() else []
-            raise DataError(f"{path}: board file not found (shipped boards: {', '.join(shipped) or 'none'})") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from None
+        from wallwm_edge.validate import load_json  # a folder, a FIFO or bad JSON: one line naming the file
+
+        shipped = sorted(p.stem for p in BOARDS_DIR.glob("*.json")) if BOARDS_DIR.is_dir() else []
+        d = load_json(path, DataError, f"board file not found (shipped boards: {', '.join(shipped) or 'none'})")
         return Board.from_json(d, where=f"{path}: ")

@@ -116,27 +116,33 @@ def _dictionary_hint(gray: np.ndarray, board: Board) -> str:
 
 
 def load_capture_meta(folder: Path) -> dict:
+    from wallwm_edge.validate import array, describe, load_json, obj, require, string
+
     p = folder / "capture.json"
     if not p.exists():
         return {}
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: not valid JSON ({e})") from None
+    d = load_json(p)  # a folder, a FIFO or bad JSON: one line naming the file
+    if not isinstance(d, dict):
+        raise DataError(f"{p}: must hold a JSON object, got {describe(d)}")
+    board = d.get("board")
+    if board is not None and not isinstance(board, (str, dict)):
+        raise DataError(f"{p}: field 'board' must be a board name or a board object, got {describe(board)}")
+    require(d, obj({"board_mount": string(max_len=50), "wrist": array(string(nonempty=True, max_len=200))}), f"{p}: ")
+    return d
 
 
 def load_arm_poses(folder: Path) -> dict[str, np.ndarray] | None:
     from wallwm_edge.calibration.rig import check_pose
 
+    from wallwm_edge.validate import load_json, matrix, obj, require
+
     p = folder / "arm_poses.json"
     if not p.exists():
         return None
-    try:
-        d = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: not valid JSON ({e})") from None
+    d = load_json(p)
     if not isinstance(d, dict):
         raise DataError(f"{p}: must map frame keys to 4x4 T_base_flange matrices")
+    require(d, obj(values=matrix(4, 4)), f"{p}: ")  # types and finiteness before check_pose does arithmetic
     return {str(k): check_pose(v, f"{p}: frame {k!r}") for k, v in d.items()}
 
 

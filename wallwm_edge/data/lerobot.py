@@ -31,7 +31,6 @@ Mapping:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -92,12 +91,9 @@ class LeRobotSource:
             raise ConfigError("import-lerobot reads parquet with pyarrow: pip install 'wallwm-edge[train]' (or pyarrow)") from None
         self.root = Path(root)
         info_path = self.root / "meta" / "info.json"
-        try:
-            self.info = json.loads(info_path.read_text())
-        except FileNotFoundError:
-            raise DataError(f"{info_path}: not found ({self.root} is not a LeRobot dataset folder)") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{info_path}: not valid JSON ({e})") from None
+        from wallwm_edge.validate import load_json_object
+
+        self.info = load_json_object(info_path, DataError, f"not found ({self.root} is not a LeRobot dataset folder)")
         version = str(self.info.get("codebase_version", ""))
         if not version.startswith("v3"):
             raise DataError(

@@ -46,8 +46,9 @@ def _config_spec() -> dict:
     return spec
 
 
+CONFIG_SPEC = obj(_config_spec(), required=("name",))
 HEADER_SPEC = obj({
-    "config": obj(_config_spec(), required=("name",)),
+    "config": CONFIG_SPEC,
     "normalizer": optional(obj(values=obj(values=array(number())))),
     "train_config": optional(obj()),
     "dataset": optional(obj()),

@@ -89,12 +89,11 @@ class KeyMap:
                 return KeyMap(getattr(importlib.import_module(mod), fn))
             except (ImportError, AttributeError) as e:
                 raise ConfigError(f"key map {spec!r}: cannot import {mod}:{fn} ({e})") from None
-        try:
-            d = json.loads(Path(spec).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{spec}: key-map file not found") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{spec}: key map is not valid JSON ({e})") from None
+        from wallwm_edge.validate import describe, load_json
+
+        d = load_json(spec, ConfigError, "key-map file not found")
+        if not isinstance(d, dict):
+            raise ConfigError(f"{spec}: a key map must be a JSON object {{\"rules\": [...], \"drop\": [...]}}, got {describe(d)}")
         unknown = sorted(set(d) - {"rules", "drop"})
         if unknown:
             raise ConfigError(f"{spec}: unknown key-map field(s) {unknown}; known: rules, drop")

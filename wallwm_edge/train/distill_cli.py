@@ -123,11 +123,22 @@ def _teacher_config(spec: str, data: str):
 
     ds = Dataset.open(data)
     fields = dict(views=ds.views, image_size=ds.image_size, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"])
-    if Path(spec).is_file():
+    if Path(spec).exists() and not Path(spec).is_dir():  # a file (or a FIFO, refused unread); else a preset name
+        from wallwm_edge.validate import describe, load_json
+
+        d = load_json(spec, ConfigError)
+        if not isinstance(d, dict):
+            raise ConfigError(f"{spec}: teacher config must be a JSON object, got {describe(d)}")
+        from wallwm_edge.model.checkpoint import CONFIG_SPEC
+        from wallwm_edge.validate import require
+
+        require(d, CONFIG_SPEC, f"{spec}: ", ConfigError)
         try:
-            return ModelConfig.from_json(json.loads(Path(spec).read_text()))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{spec}: teacher config is not valid JSON ({e})") from None
+            return ModelConfig.from_json(d)
+        except ConfigError as e:
+            raise ConfigError(f"{spec}: {e}") from None
+        except (TypeError, ValueError, ZeroDivisionError) as e:
+            raise ConfigError(f"{spec}: teacher config is malformed ({e})") from None
     return resolve(spec, **fields)
 
 
