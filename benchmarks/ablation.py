@@ -47,7 +47,7 @@ QUICK = {**RECIPE, "preset": "tiny", "model_overrides": (), "steps": 30, "ckpt_e
 
 
 def train_arm(arm: str, data: str, runs: Path, recipe: dict, steps: int | None = None, threads: int | None = None,
-              text_encoder: str = "minilm", progress: bool = True) -> dict:
+              text_encoder: str = "minilm", progress: bool = True, device: str = "cpu") -> dict:
     """Train (or resume) one arm to `steps`; returns the trainer's summary."""
     import torch
 
@@ -60,10 +60,10 @@ def train_arm(arm: str, data: str, runs: Path, recipe: dict, steps: int | None =
     embed = hash_embedder() if text_encoder == "hash" else default_embedder()
     total = steps or recipe["steps"]
     if (out / "train_state.safetensors").exists():
-        trainer = Trainer(data, out, TrainConfig(steps=total), embed=embed, resume=True, progress=progress)
+        trainer = Trainer(data, out, TrainConfig(steps=total), embed=embed, resume=True, progress=progress, device=device)
     else:
         tcfg = TrainConfig(mode=arm, **{**recipe, "steps": total})
-        trainer = Trainer(data, out, tcfg, embed=embed, progress=progress)
+        trainer = Trainer(data, out, tcfg, embed=embed, progress=progress, device=device)
     return trainer.run()
 
 
@@ -200,8 +200,9 @@ def main(argv=None) -> int:
         p.add_argument("--runs", default="runs/ablation")
         p.add_argument("--steps", type=int, default=None)
         p.add_argument("--threads", type=int, default=None)
+        p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: the same recipe on a GPU")
         a = p.parse_args(argv[1:])
-        print(json.dumps({k: v for k, v in train_arm(a.arm, a.data, Path(a.runs), RECIPE, a.steps, a.threads).items()
+        print(json.dumps({k: v for k, v in train_arm(a.arm, a.data, Path(a.runs), RECIPE, a.steps, a.threads, device=a.device).items()
                           if k in ("step", "sec_per_step", "params", "out")}, default=str))
         return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 EXAMPLES = """\
 examples:
@@ -44,7 +45,8 @@ def register(sub) -> None:
                    help="torch intra-op threads (default: torch's). On a shared 2-core machine use 1: 2 threads measured 3-25x slower per step under load")
     p.add_argument("--text-encoder", default="minilm", choices=["minilm", "hash"],
                    help="minilm: the 384-d sentence encoder (default); hash: trigram hashing, for quick checks only")
-    p.add_argument("--backend", default="gloo", help="torch.distributed backend under torchrun (default gloo)")
+    p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (default: nccl on CUDA, else gloo)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto: the GPU when torch sees one)")
     p.set_defaults(func=run)
 
 
@@ -60,7 +62,7 @@ def run(args) -> int:
     if world > 1:
         import torch.distributed as dist
 
-        dist.init_process_group(args.backend)
+        dist.init_process_group(args.backend or ("nccl" if args.device != "cpu" and torch.cuda.is_available() else "gloo"))
     overrides = (("horizon", args.horizon),) if args.horizon else ()
     tcfg = TrainConfig(preset=args.preset, mode=args.mode, steps=args.steps or 2000, batch_size=args.batch_size, lr=args.lr,
                        muon_lr=args.muon_lr, optimizer=args.optimizer, warmup=args.warmup, seed=args.seed, track=args.track,
@@ -69,7 +71,7 @@ def run(args) -> int:
     try:
         if args.resume:  # the saved recipe is used; only --steps may extend it
             tcfg = TrainConfig(steps=args.steps) if args.steps else None
-        trainer = Trainer(args.data, args.out, tcfg, embed=embed, resume=args.resume)
+        trainer = Trainer(args.data, args.out, tcfg, embed=embed, resume=args.resume, device=args.device)
         summary = trainer.run(until=args.stop_at)
     finally:
         if world > 1:
@@ -78,4 +80,12 @@ def run(args) -> int:
             dist.destroy_process_group()
     if trainer.rank == 0:
         print(json.dumps({k: summary[k] for k in ("step", "params", "sec_per_step", "out")} | {"loss_first": summary["first"] and summary["first"]["loss"], "loss_last": summary["last"] and summary["last"]["loss"]}))
+        print(next_hint(args.data, summary["out"], summary["step"], trainer.tcfg.steps))
     return 0
+
+
+def next_hint(data: str, out: str, step: int, planned: int) -> str:
+    """The `next:` line: resume a run stopped before its planned steps, else evaluate and distill it."""
+    if step < planned:
+        return f"next: wallwm-edge train {data} --out {out} --resume    (step {step} of {planned})"
+    return f"next: wallwm-edge eval {out} --data {data}    then: wallwm-edge distill --teacher {out} --data {data} --out {Path(out).parent / 'student'}"

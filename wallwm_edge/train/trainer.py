@@ -80,12 +80,36 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> the local CUDA device when torch sees one (LOCAL_RANK under torchrun), else the CPU."""
+    import os
+
+    if device == "auto":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r}: this torch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {device!r}: use cpu, cuda, cuda:N or auto")
+    return dev
+
+
 def unwrap(model: nn.Module) -> WallWM:
     return model.module if hasattr(model, "module") else model
 
 
 class Trainer:
-    def __init__(self, data, out, tcfg: TrainConfig | None = None, embed: Embedder | None = None, resume: bool = False, progress: bool = True):
+    def __init__(self, data, out, tcfg: TrainConfig | None = None, embed: Embedder | None = None, resume: bool = False, progress: bool = True,
+                 device: str = "cpu"):
+        """`device`: "cpu", "cuda", "cuda:N" or "auto" (cuda when available). Random draws stay on the CPU
+        generators and batches are moved, so a run is the same sequence of samples and noise on any device."""
         from wallwm_edge.data.check import validate_or_raise
         from wallwm_edge.train.samples import default_embedder
 
@@ -129,14 +153,16 @@ class Trainer:
             acts, prop = self.source.action_proprio_arrays()
             model.action_norm.fit(acts)
             model.proprio_norm.fit(prop)
-        model.train()
+        self.device = resolve_device(device)
+        model.to(self.device).train()
         self.optimizers = make_optimizers(model, tcfg.optimizer, tcfg.lr, tcfg.weight_decay, tcfg.muon_lr, tcfg.ns_dtype)
         self.base_lr = [tcfg.muon_lr or tcfg.lr, tcfg.lr] if tcfg.optimizer == "muon" else [tcfg.lr]
         self.step = 0
         if resume:
             self.step = int(load_train_state(self.out / STATE_FILE, self.optimizers, self.np_rng, self.flow_gen)["step"])
         if self.world > 1:
-            model = nn.parallel.DistributedDataParallel(model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.model = model
         self.params = sum(p.numel() for p in unwrap(model).parameters())
 
@@ -152,7 +178,7 @@ class Trainer:
         sl = slice(self.rank, None, self.world)
         batch = {k: torch.from_numpy(v) for k, v in self.source.materialize(rows[sl]).items()}
         batch.update({k: v[sl] for k, v in noise.items()})
-        return batch
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def train_step(self) -> dict[str, float]:
         factor = lr_factor(self.step, self.tcfg.steps, self.tcfg.warmup)
