@@ -23,20 +23,10 @@ import time
 from pathlib import Path
 
 
-def cpu_isa() -> str:
-    try:
-        flags = set(open("/proc/cpuinfo").read().split())
-    except OSError:
-        return "unknown"
-    names = [n for n, f in (("AVX-512", "avx512f"), ("AVX512-BF16", "avx512_bf16"), ("AMX-BF16", "amx_bf16"), ("AVX2", "avx2"),
-                            ("FMA", "fma"), ("NEON", "asimd")) if f in flags]
-    return ", ".join(names) or "baseline"
-
-
 def main(argv=None) -> int:
     import torch
 
-    from wallwm_edge.bench import write_result
+    from wallwm_edge.bench import cpu_isa, write_result
     from wallwm_edge.train import optim
     from wallwm_edge.train.samples import hash_embedder
     from wallwm_edge.train.trainer import TrainConfig, Trainer

@@ -35,8 +35,33 @@ def benchmarks_dir() -> Path:
     raise WallwmError("no benchmarks/ folder found: run from a source checkout or set WALLWM_BENCHMARKS")
 
 
+def cpu_isa() -> str:
+    """The vector instruction sets a figure depends on: AVX-512 / AVX2 / NEON (and bf16 support)."""
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        flags = set()
+    names = [n for n, f in (("AVX-512", "avx512f"), ("AVX512-VNNI", "avx512_vnni"), ("AVX512-BF16", "avx512_bf16"),
+                            ("AMX-BF16", "amx_bf16"), ("AVX2", "avx2"), ("FMA", "fma"), ("NEON", "asimd"), ("SVE", "sve"))
+             if f in flags]
+    if not names and platform.machine() in ("aarch64", "arm64"):
+        names = ["NEON"]
+    return ", ".join(names) or "SSE only"
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.lower().startswith(("model name", "cpu model", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return (f"{cpu_model()} ({platform.machine()}; ISA: {cpu_isa()}), {os.cpu_count()} cores, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
 # Set by `wallwm-edge bench` for the script it runs (None: decide from the environment / sys.argv).
