@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WWFW_PROTO_VERSION 1u
+#define WWFW_PROTO_VERSION 2u
 #define WWFW_MAX_MSG 1024u       /* bytes of one message: header + body + CRC */
 #define WWFW_MAX_JOINTS 7u
 #define WWFW_MAX_COLS 8u         /* joints (or 6 pose columns) + gripper */
@@ -24,14 +24,16 @@
 #define WWFW_MAX_CHUNKS 16u      /* complete chunks waiting to play */
 #define WWFW_OUTBOX 8u           /* replies waiting to be sent */
 #define WWFW_OUT_MAX 256u        /* largest firmware->host message */
-#define WWFW_HEADER 3u           /* type u8 + seq u16 */
+#define WWFW_HEADER 7u           /* type u8 + seq u16 + session u32 */
 #define WWFW_CRC 4u
+#define WWFW_FATES 32u           /* chunk fates kept for the host (resent until a HEARTBEAT acknowledges them) */
+#define WWFW_MIN_RATE_HZ 1.0f    /* slowest chunk point rate: one segment lasts at most one second */
 
 /* message types (PROTOCOL.md, "Messages") */
 enum {
   WWFW_HELLO = 0x01, WWFW_CHUNK_BEGIN = 0x02, WWFW_CHUNK_DATA = 0x03, WWFW_HEARTBEAT = 0x04,
   WWFW_HOLD = 0x05, WWFW_ESTOP = 0x06, WWFW_RESET = 0x07,
-  WWFW_ARM_INFO = 0x81, WWFW_ACK = 0x82, WWFW_NACK = 0x83, WWFW_STATE = 0x84
+  WWFW_ARM_INFO = 0x81, WWFW_ACK = 0x82, WWFW_NACK = 0x83, WWFW_STATE = 0x84, WWFW_FATE = 0x85
 };
 /* chunk start modes */
 enum { WWFW_START_AFTER = 0, WWFW_START_AT_TIME = 1, WWFW_START_REPLACE = 2 };
@@ -42,8 +44,17 @@ enum { WWFW_ENC_INT16 = 0, WWFW_ENC_F16 = 1, WWFW_ENC_F32 = 2 };
 /* NACK reasons; the first three do not consume the sequence number (the host retries the same message) */
 enum {
   WWFW_NACK_SEQ_GAP = 1, WWFW_NACK_BUFFER_FULL = 2, WWFW_NACK_NOT_READY = 3,
-  WWFW_NACK_BAD_CHUNK = 4, WWFW_NACK_LIMIT = 5, WWFW_NACK_ESTOPPED = 6, WWFW_NACK_BAD_MESSAGE = 7
+  WWFW_NACK_BAD_CHUNK = 4, WWFW_NACK_LIMIT = 5, WWFW_NACK_ESTOPPED = 6, WWFW_NACK_BAD_MESSAGE = 7,
+  WWFW_NACK_DROPPED = 8, /* the chunk this CHUNK_DATA continues was dropped (hold, e-stop, reset, newer chunk) */
+  WWFW_NACK_NOT_OWNER = 9 /* another session owns the link; not consumed */
 };
+/* what became of a queued (or partly received) chunk: FATE entries (PROTOCOL.md, "Chunk fates") */
+enum {
+  WWFW_FATE_PLAYED = 1, WWFW_FATE_HOLD = 2, WWFW_FATE_ESTOP = 3, WWFW_FATE_REPLACED = 4, WWFW_FATE_RESET = 5,
+  WWFW_FATE_ABANDONED = 6
+};
+/* command spaces */
+enum { WWFW_SPACE_JOINT = 0, WWFW_SPACE_EE = 1 };
 /* modes reported in STATE */
 enum { WWFW_MODE_IDLE = 0, WWFW_MODE_RUNNING = 1, WWFW_MODE_HOLD = 2, WWFW_MODE_ESTOP = 3 };
 /* fault flags reported in STATE */
@@ -85,6 +96,11 @@ typedef struct {
 } wwfw_chunk;
 
 typedef struct {
+  uint16_t id, rows; /* rows: how many of the chunk's rows the arm reached */
+  uint8_t fate;
+} wwfw_fate;
+
+typedef struct {
   uint8_t buf[WWFW_MAX_MSG + WWFW_MAX_MSG / 254 + 2];
   size_t n;
   int overflow;
@@ -100,10 +116,12 @@ typedef struct wwfw {
   wwfw_arm arm;
   uint8_t ncols;
   uint32_t boot_id, now_ms, last_valid_ms, next_state_ms;
+  uint32_t prev_tick_ms; /* the tick before now: the watchdog's log shows it tripped at the first tick past its deadline */
   /* link */
   uint8_t connected, ctrl_valid;
-  uint32_t session;
+  uint32_t session, owner_last_ms; /* owner_last_ms: the owning session's last valid frame */
   uint16_t rx_expected, ctrl_last, tx_seq;
+  uint32_t foreign_frames; /* valid frames from another session (refused) */
   /* chunk queue: points[q_read .. q_write) are complete and unplayed; the open chunk is staged after q_write */
   float points[WWFW_QUEUE_POINTS][WWFW_MAX_COLS];
   uint32_t q_read, q_write;
@@ -111,8 +129,11 @@ typedef struct wwfw {
   uint32_t c_read, c_write;
   wwfw_chunk open;
   uint8_t open_valid;
-  uint16_t rejected_id;
-  uint8_t rejected_valid;
+  uint16_t rejected_id, dropped_id; /* dropped: the last partial chunk dropped (CHUNK_DATA for it: NACK 8) */
+  uint8_t rejected_valid, dropped_valid;
+  /* chunk fates: a ring the host reads through FATE messages and acknowledges in HEARTBEAT */
+  wwfw_fate fates[WWFW_FATES];
+  uint16_t fate_next, fate_sent, fate_acked;
   /* interpolator */
   uint8_t active;
   wwfw_chunk cur;
@@ -123,8 +144,11 @@ typedef struct wwfw {
   /* outputs */
   uint8_t mode;
   uint16_t faults;
-  float cmd[WWFW_MAX_COLS]; /* commanded position of every column (joints/pose, gripper) */
-  float meas_pos[WWFW_MAX_COLS], meas_vel[WWFW_MAX_COLS]; /* set by the port (or the simulator) */
+  uint8_t space;                  /* space of cmd: WWFW_SPACE_JOINT or WWFW_SPACE_EE */
+  float cmd[WWFW_MAX_COLS];       /* commanded position of every column of that space (joints/pose, gripper) */
+  float cmd_other[WWFW_MAX_COLS]; /* the other space's last command (its gripper column is stale: cmd has it) */
+  float meas_pos[WWFW_MAX_COLS], meas_vel[WWFW_MAX_COLS]; /* set by the port (or the simulator), in `space` */
+  float meas_other[WWFW_MAX_COLS];                        /* swapped with meas_pos on a space switch */
   /* counters */
   uint32_t crc_errors, frame_errors, frames_ok, points_played;
   /* outbox */
@@ -144,6 +168,8 @@ void wwfw_tick(wwfw *fw, uint32_t now_ms);
 void wwfw_hold(wwfw *fw, uint16_t why_flags);
 void wwfw_estop(wwfw *fw, uint16_t why_flags);
 const wwfw_limit *wwfw_limits(const wwfw *fw, uint8_t fmt);
+uint8_t wwfw_cols(const wwfw *fw, uint8_t space); /* columns of a space: (n_joints or 6) + gripper */
+uint16_t wwfw_free_chunks(const wwfw *fw);        /* chunk slots the queue can still take */
 int wwfw_outbox_pop(wwfw *fw, uint8_t *msg, size_t *n);
 uint32_t wwfw_points_crc(const wwfw *fw, const wwfw_chunk *c); /* CRC-32C of a queued chunk's float32 points */
 
@@ -156,7 +182,8 @@ void wwfw_set_log(wwfw *fw, void (*log)(void *, const char *), void *ctx);
 
 /* serial: feed bytes; decoded messages go to wwfw_handle_message */
 void wwfw_serial_feed(wwfw *fw, wwfw_serial_rx *rx, const uint8_t *bytes, size_t n);
-size_t wwfw_serial_frame(const uint8_t *msg, size_t n, uint8_t *out); /* COBS + 0x00 delimiter */
+/* 0x00, COBS, 0x00: the leading delimiter ends whatever garbage came before; out >= n + n/254 + 3 */
+size_t wwfw_serial_frame(const uint8_t *msg, size_t n, uint8_t *out);
 
 /* CAN: own segmentation, segment index in the identifier (PROTOCOL.md, "CAN") */
 void wwfw_can_rx_reset(wwfw_can_rx *rx);

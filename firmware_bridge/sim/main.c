@@ -153,7 +153,7 @@ static void receive(wwfw *fw, link_t *l) {
 
 /* first-order joint dynamics: each column tracks the command with time constant tau, within limits */
 static void plant_step(wwfw *fw, float dt, float tau) {
-  const wwfw_limit *lim = wwfw_limits(fw, fw->cur.fmt);
+  const wwfw_limit *lim = wwfw_limits(fw, fw->space == WWFW_SPACE_EE ? WWFW_FMT_EE : 0u);
   uint8_t c;
   for (c = 0; c < fw->ncols; c++) {
     float v = (fw->cmd[c] - fw->meas_pos[c]) / tau;
@@ -302,13 +302,21 @@ int main(int argc, char **argv) {
       if (poll(&pf, 1, wait_ms) > 0) receive(&fw, &l);
       if (exit_with_parent && getppid() != parent) break; /* orphaned: nobody will stop us */
       if (g_reboot) {
-        float pos[WWFW_MAX_COLS];
+        float pos[WWFW_MAX_COLS], other[WWFW_MAX_COLS], cmd_other[WWFW_MAX_COLS];
+        uint8_t space = fw.space, ncols = fw.ncols;
         g_reboot = 0;
         memcpy(pos, fw.meas_pos, sizeof pos);
+        memcpy(other, fw.meas_other, sizeof other);
+        memcpy(cmd_other, fw.cmd_other, sizeof cmd_other);
         boot_id++;
         wwfw_init(&fw, &arm, (uint32_t)boot_id);
-        memcpy(fw.meas_pos, pos, sizeof pos); /* the arm is where it was; the firmware forgot everything else */
+        /* the arm is where it was (in both spaces); the firmware forgot everything else */
+        fw.space = space, fw.ncols = ncols;
+        memcpy(fw.meas_pos, pos, sizeof pos);
+        memcpy(fw.meas_other, other, sizeof other);
+        memcpy(fw.cmd_other, cmd_other, sizeof cmd_other);
         memcpy(fw.cmd, pos, sizeof pos);
+        memcpy(fw.p_prev, pos, sizeof pos);
         memcpy(fw.p0, pos, sizeof pos);
         memcpy(fw.p1, pos, sizeof pos);
         memset(&l.srx, 0, sizeof l.srx); /* a half-received frame is lost with the reboot */

@@ -79,10 +79,13 @@ float wwfw_half_to_float(uint16_t h) {
   return f;
 }
 
+/* a frame is 0x00, the COBS bytes, 0x00: the leading delimiter cuts off any garbage the line picked up
+ * since the last frame (it would otherwise glue onto this one), an empty frame costs the receiver nothing */
 size_t wwfw_serial_frame(const uint8_t *msg, size_t n, uint8_t *out) {
-  size_t k = wwfw_cobs_encode(msg, n, out);
-  out[k] = 0;
-  return k + 1;
+  size_t k = wwfw_cobs_encode(msg, n, out + 1);
+  out[0] = 0;
+  out[k + 1] = 0;
+  return k + 2;
 }
 
 void wwfw_serial_feed(wwfw *fw, wwfw_serial_rx *rx, const uint8_t *bytes, size_t n) {

@@ -22,20 +22,25 @@ static int checks = 0, failures = 0;
 
 static wwfw fw; /* large: static */
 
+static uint32_t g_session = 1; /* the session mk() names (connect() sets it) */
 static size_t mk(uint8_t type, uint16_t seq, const uint8_t *body, size_t n, uint8_t *out) {
   out[0] = type;
   wwfw_wr16(out + 1, seq);
-  if (n) memcpy(out + 3, body, n);
-  wwfw_wr32(out + 3 + n, wwfw_crc32c(out, 3 + n));
-  return n + 7;
+  wwfw_wr32(out + 3, g_session);
+  if (n) memcpy(out + WWFW_HEADER, body, n);
+  wwfw_wr32(out + WWFW_HEADER + n, wwfw_crc32c(out, WWFW_HEADER + n));
+  return n + WWFW_HEADER + WWFW_CRC;
 }
 
+static uint32_t last_session; /* the session the last popped reply is addressed to */
+static uint8_t last_reply[WWFW_OUT_MAX]; /* body of the reply to the last send_chunk / send_raw */
 static int pop_type(uint8_t *type, uint8_t *body) {
   uint8_t m[WWFW_OUT_MAX];
   size_t n;
   if (!wwfw_outbox_pop(&fw, m, &n)) return 0;
   *type = m[0];
-  if (body) memcpy(body, m + 3, n - 7);
+  last_session = wwfw_rd32(m + 3);
+  if (body) memcpy(body, m + WWFW_HEADER, n - WWFW_HEADER - WWFW_CRC);
   return 1;
 }
 static void drain(void) {
@@ -45,9 +50,9 @@ static void drain(void) {
 }
 
 static void connect(uint32_t session, uint16_t seq) {
-  uint8_t b[6] = {WWFW_PROTO_VERSION, 0}, m[32];
-  wwfw_wr32(b + 2, session);
-  wwfw_handle_message(&fw, m, mk(WWFW_HELLO, seq, b, 6, m));
+  uint8_t b[2] = {WWFW_PROTO_VERSION, 0}, m[32];
+  g_session = session;
+  wwfw_handle_message(&fw, m, mk(WWFW_HELLO, seq, b, 2, m));
   drain();
 }
 
@@ -57,7 +62,7 @@ static uint8_t send_chunk(uint16_t seq, uint16_t id, uint16_t len, float rate, u
   static uint8_t body[WWFW_MAX_MSG], m[WWFW_MAX_MSG + 8];
   size_t k = 18, i;
   uint32_t u;
-  uint8_t t, reply[WWFW_OUT_MAX];
+  uint8_t t, *reply = last_reply;
   wwfw_wr16(body, id);
   wwfw_wr32(body + 2, 0);
   wwfw_wr16(body + 6, len);
@@ -152,7 +157,8 @@ static void test_golden(const char *path) {
       uint32_t crc_before = fw.crc_errors;
       CHECK(fw.out_read == fw.out_write, "unconsumed reply before: %.60s", line);
       n = unhex(bar + 3, wire);
-      prev_n = wwfw_cobs_decode(wire, n - 1, prev_msg);
+      CHECK(n >= 3 && wire[0] == 0 && wire[n - 1] == 0, "frame between two delimiters: %.60s", line);
+      prev_n = wwfw_cobs_decode(wire + 1, n - 2, prev_msg);
       wwfw_serial_feed(&fw, &rx, wire, n);
       if (line[0] == '!') {
         CHECK(fw.crc_errors == crc_before + 1 && fw.out_read == fw.out_write, "corrupt frame: %.60s", line);
@@ -294,6 +300,190 @@ static void test_interp_watchdog(void) {
   drain();
 }
 
+/* ---- the velocity limit holds on every tick, across space switches (issue 12, item 1) ---------------- */
+static double worst_ratio = 0.0;
+static int vel_violations = 0, pos_violations = 0;
+/* per-space view of the command: joint columns, pose columns, the gripper */
+static void space_cmds(const wwfw *f, float *joint, float *ee, float *grip) {
+  const float *j = f->space == WWFW_SPACE_JOINT ? f->cmd : f->cmd_other;
+  const float *e = f->space == WWFW_SPACE_EE ? f->cmd : f->cmd_other;
+  memcpy(joint, j, sizeof(float) * WWFW_MAX_COLS);
+  memcpy(ee, e, sizeof(float) * WWFW_MAX_COLS);
+  *grip = f->arm.has_gripper ? f->cmd[f->ncols - 1] : 0.0f;
+}
+static void check_step(float before, float after, const wwfw_limit *l, float dt) {
+  double ratio = fabs((double)after - (double)before) / ((double)l->vmax * dt);
+  if (!(after == after) || after < l->lo || after > l->hi) pos_violations++;
+  if (ratio > worst_ratio) worst_ratio = ratio;
+  if (ratio > 1.0 + 1e-4) vel_violations++;
+}
+static void ticks_checked(uint32_t *t, int n) {
+  int i;
+  uint8_t c, nj = fw.arm.n_joints;
+  float dt = 1.0f / (float)fw.arm.control_rate_hz;
+  for (i = 0; i < n; i++) {
+    float j0[WWFW_MAX_COLS], e0[WWFW_MAX_COLS], g0, j1[WWFW_MAX_COLS], e1[WWFW_MAX_COLS], g1;
+    space_cmds(&fw, j0, e0, &g0);
+    run_ticks(t, 1);
+    space_cmds(&fw, j1, e1, &g1);
+    for (c = 0; c < nj; c++) check_step(j0[c], j1[c], &fw.arm.joint[c], dt);
+    for (c = 0; c < 6; c++) check_step(e0[c], e1[c], &fw.arm.ee[c], dt);
+    if (fw.arm.has_gripper) check_step(g0, g1, &fw.arm.joint[nj], dt);
+  }
+}
+
+static void test_space_switch(void) {
+  wwfw_arm arm;
+  static float rows[8 * 8];
+  uint32_t t = 0;
+  uint16_t seq = 0;
+  int i;
+  wwfw_default_arm(&arm, 7); /* 7 joints: joint space column 6 is joint 7, end-effector column 6 the gripper */
+  arm.control_rate_hz = 1000;
+  arm.feedback_rate_hz = 0;
+  wwfw_init(&fw, &arm, 4);
+  connect(8, seq);
+  /* joint 7 to 2.5 rad (allowed in joint space, far outside the gripper's 0..1), gripper 0.2 */
+  memset(rows, 0, sizeof rows);
+  for (i = 0; i < 4; i++) rows[i * 8 + 6] = 2.5f, rows[i * 8 + 7] = 0.2f;
+  CHECK(send_chunk(seq++, 1, 4, 100.0f, WWFW_START_AFTER, 0, rows, 8) == 0, "joint chunk");
+  ticks_checked(&t, 1400);
+  CHECK(fabsf(fw.cmd[6] - 2.5f) < 1e-4f && fw.space == WWFW_SPACE_JOINT, "joint 7 at 2.5: %f", fw.cmd[6]);
+  /* end-effector chunk queued after it: x to 0.5, gripper to 0.9 */
+  memset(rows, 0, sizeof rows);
+  for (i = 0; i < 4; i++) rows[i * 7 + 0] = 0.5f, rows[i * 7 + 6] = 0.9f;
+  CHECK(send_chunk(seq++, 2, 4, 100.0f, WWFW_START_AFTER, WWFW_FMT_EE, rows, 7) == 0, "ee chunk");
+  ticks_checked(&t, 5);
+  CHECK(fw.space == WWFW_SPACE_EE && fw.ncols == 7, "switched to the end-effector space");
+  CHECK(fabsf(fw.cmd_other[6] - 2.5f) < 1e-4f, "joint 7 keeps its command: %f", fw.cmd_other[6]);
+  ticks_checked(&t, 800);
+  CHECK(fabsf(fw.cmd[0] - 0.5f) < 1e-4f && fabsf(fw.cmd[6] - 0.9f) < 1e-4f, "ee chunk played: x %f, gripper %f",
+        fw.cmd[0], fw.cmd[6]);
+  /* a joint chunk replaces a slow ee chunk mid-way, then an at-time ee chunk preempts it */
+  for (i = 0; i < 4; i++) rows[i * 7 + 0] = -0.5f, rows[i * 7 + 6] = 0.1f;
+  CHECK(send_chunk(seq++, 3, 4, 2.0f, WWFW_START_AFTER, WWFW_FMT_EE, rows, 7) == 0, "slow ee chunk");
+  ticks_checked(&t, 300);
+  memset(rows, 0, sizeof rows);
+  for (i = 0; i < 4; i++) rows[i * 8 + 6] = -2.0f, rows[i * 8 + 0] = 1.0f, rows[i * 8 + 7] = 1.0f;
+  CHECK(send_chunk(seq++, 4, 4, 50.0f, WWFW_START_REPLACE, 0, rows, 8) == 0, "replacing joint chunk");
+  ticks_checked(&t, 300);
+  CHECK(fw.space == WWFW_SPACE_JOINT && fw.cur.id == 4, "replaced across spaces");
+  memset(rows, 0, sizeof rows);
+  for (i = 0; i < 2; i++) rows[i * 7 + 2] = -0.8f, rows[i * 7 + 6] = 0.0f;
+  {
+    static uint8_t body[WWFW_MAX_MSG], m[WWFW_MAX_MSG + 8];
+    size_t k = 18, r;
+    uint32_t u;
+    float rate = 100.0f;
+    wwfw_wr16(body, 5);
+    wwfw_wr32(body + 2, 0);
+    wwfw_wr16(body + 6, 2);
+    memcpy(&u, &rate, 4);
+    wwfw_wr32(body + 8, u);
+    body[12] = WWFW_START_AT_TIME;
+    body[13] = WWFW_ENC_F32 | WWFW_FMT_EE;
+    wwfw_wr32(body + 14, t + 50);
+    for (r = 0; r < 14; r++, k += 4) {
+      memcpy(&u, &rows[r], 4);
+      wwfw_wr32(body + k, u);
+    }
+    wwfw_handle_message(&fw, m, mk(WWFW_CHUNK_BEGIN, seq++, body, k, m));
+    drain();
+  }
+  ticks_checked(&t, 100);
+  CHECK(fw.space == WWFW_SPACE_EE && fw.cur.id == 5, "at-time ee chunk preempted the joint chunk");
+  /* a hold mid-move, then a chunk in the other space */
+  for (i = 0; i < 4; i++) memset(rows + i * 8, 0, 8 * sizeof(float)), rows[i * 8 + 3] = 2.8f, rows[i * 8 + 7] = 0.5f;
+  CHECK(send_chunk(seq++, 6, 4, 10.0f, WWFW_START_REPLACE, 0, rows, 8) == 0, "joint chunk");
+  ticks_checked(&t, 200);
+  wwfw_hold(&fw, WWFW_F_HOLD);
+  ticks_checked(&t, 10);
+  memset(rows, 0, sizeof rows);
+  for (i = 0; i < 4; i++) rows[i * 7 + 1] = 0.7f, rows[i * 7 + 6] = 0.0f;
+  CHECK(send_chunk(seq++, 7, 4, 100.0f, WWFW_START_AFTER, WWFW_FMT_EE | WWFW_FMT_CUBIC, rows, 7) == 0, "ee after hold");
+  ticks_checked(&t, 1500);
+  CHECK(fabsf(fw.cmd[1] - 0.7f) < 1e-4f && fw.space == WWFW_SPACE_EE, "ee chunk after the hold played: %f", fw.cmd[1]);
+  CHECK(vel_violations == 0 && pos_violations == 0, "velocity limit held on every tick: %d violations, worst %.3f x vmax",
+        vel_violations, worst_ratio);
+  printf("space switches: worst step %.4f x vmax per tick\n", worst_ratio);
+}
+
+/* ---- flow control counts chunk slots, sessions own the sequence, rate bounds (issue 12, items 2, 3, 6) --- */
+static uint8_t send_raw(uint8_t type, uint16_t seq, const uint8_t *body, size_t n) {
+  static uint8_t m[WWFW_MAX_MSG + 8];
+  uint8_t t = 0;
+  drain();
+  wwfw_handle_message(&fw, m, mk(type, seq, body, n, m));
+  if (!pop_type(&t, last_reply)) return 0;
+  drain();
+  return t;
+}
+
+static void test_slots_sessions_rates(void) {
+  wwfw_arm arm;
+  static float one[8];
+  uint16_t seq = 40;
+  uint8_t hello[2] = {WWFW_PROTO_VERSION, 0}, r = 0;
+  int k;
+  uint32_t t = 0;
+  wwfw_default_arm(&arm, 6);
+  arm.control_rate_hz = 1000;
+  arm.feedback_rate_hz = 0;
+  wwfw_init(&fw, &arm, 5);
+  connect(1111, seq);
+  for (k = 0; k < (int)WWFW_MAX_CHUNKS; k++) CHECK(send_chunk(seq++, (uint16_t)k, 1, 1.0f, 0, 0, one, 7) == 0, "slot %d", k);
+  CHECK(wwfw_free_chunks(&fw) == 0, "16 one-point chunks fill the chunk table");
+  r = send_chunk(seq, 99, 1, 1.0f, 0, 0, one, 7);
+  CHECK(r == WWFW_NACK_BUFFER_FULL && fw.rx_expected == seq, "17th chunk: buffer full, seq kept (%u)", r);
+  CHECK(last_reply[14] == 0 && wwfw_rd16(last_reply + 12) == WWFW_QUEUE_POINTS - 16, "NACK reports 0 slots, %u points",
+        wwfw_rd16(last_reply + 12));
+  run_ticks(&t, 1001); /* one point at 1 point/s: the first chunk plays out and frees its slot */
+  CHECK(wwfw_free_chunks(&fw) >= 1, "a slot is free once a chunk has played");
+  CHECK(send_chunk(seq++, 99, 1, 1.0f, 0, 0, one, 7) == 0, "and the chunk is taken");
+
+  /* rate bounds: 1e-30 points/s would hold the queue for ever; NaN and too fast are refused as well */
+  {
+    const float bad[] = {1e-30f, 0.999f, 0.0f, -1.0f, NAN, 1001.0f};
+    size_t i;
+    wwfw_hold(&fw, WWFW_F_HOLD);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      r = send_chunk(seq, 200, 1, bad[i], 0, 0, one, 7);
+      CHECK(r == WWFW_NACK_BAD_CHUNK && fw.rx_expected == (uint16_t)(seq + 1), "rate %g refused (%u)", bad[i], r);
+      seq++;
+    }
+    CHECK(send_chunk(seq++, 201, 1, WWFW_MIN_RATE_HZ, 0, 0, one, 7) == 0, "the minimum rate is accepted");
+  }
+
+  /* a second writer: its HELLO and chunks are refused while the owner is alive, its e-stop is not */
+  {
+    uint16_t expected = fw.rx_expected;
+    uint32_t queued = fw.c_write;
+    g_session = 2222;
+    CHECK(send_raw(WWFW_HELLO, (uint16_t)(expected + 500), hello, 2) == WWFW_NACK &&
+              last_reply[4] == WWFW_NACK_NOT_OWNER && last_session == 2222u,
+          "foreign HELLO refused, NACK addressed to it");
+    CHECK(send_chunk(expected, 300, 1, 10.0f, 0, 0, one, 7) == WWFW_NACK_NOT_OWNER, "foreign chunk refused");
+    CHECK(fw.rx_expected == expected && fw.c_write == queued && fw.session == 1111u, "owner's sequence untouched");
+    g_session = 1111;
+    CHECK(send_chunk(expected, 301, 1, 10.0f, 0, 0, one, 7) == 0, "the owner's next chunk is applied");
+    /* the owner goes quiet: the foreign heartbeats do not feed the watchdog, the takeover waits for it */
+    g_session = 2222;
+    t = fw.now_ms;
+    for (k = 0; k < (int)arm.watchdog_hold_ms + 5; k++) {
+      uint8_t m[32], ack[2] = {0, 0};
+      wwfw_tick(&fw, ++t);
+      if (k % 20 == 0) wwfw_handle_message(&fw, m, mk(WWFW_HEARTBEAT, (uint16_t)k, ack, 2, m)), drain();
+    }
+    CHECK(fw.mode == WWFW_MODE_HOLD && (fw.faults & WWFW_F_WATCHDOG_HOLD), "foreign heartbeats kept nothing alive");
+    CHECK(send_raw(WWFW_HELLO, 7000, hello, 2) == WWFW_ARM_INFO && fw.session == 2222u && fw.rx_expected == 7000,
+          "a new session is taken once the owner has been quiet for the hold time");
+    g_session = 1111;
+    CHECK(send_raw(WWFW_HEARTBEAT, 60000, NULL, 0) == WWFW_NACK && last_reply[4] == WWFW_NACK_NOT_OWNER,
+          "the old owner is now the foreign one");
+    CHECK(send_raw(WWFW_ESTOP, 1, NULL, 0) == WWFW_STATE && fw.mode == WWFW_MODE_ESTOP, "anyone may e-stop");
+  }
+}
+
 /* fuzz: random mutations of valid framed chunks; only the unmutated ones may ever be queued */
 static int fuzz_queued = 0;
 static void count_queued(void *ctx, const char *line) {
@@ -342,17 +532,14 @@ static void test_fuzz(void) {
       } else if (kind == 1) {
         w = 1 + (size_t)rand() % (w - 2); /* at least the last data byte is lost */
         wire[w++] = 0;
-      } else { /* garbage without a delimiter glues onto the frame: rejected; with one, the frame is intact */
+      } else { /* garbage with no delimiter right before the frame: the frame's leading 0x00 cuts it off */
         for (k = 0; k < sizeof noise; k++) noise[k] = (uint8_t)(1 + rand() % 255);
         wwfw_serial_feed(&fw, &rx, noise, sizeof noise);
-        if (rand() % 2) {
-          wwfw_serial_feed(&fw, &rx, (const uint8_t *)"", 1);
-          clean++;
-        }
+        clean++;
       }
-      if (kind == 0) { /* two flips of the same bit cancel out: then the frame is intact */
+      if (kind == 0 && wire[0] == 0) { /* two flips of the same bit cancel out: then the frame is intact */
         uint8_t d[WWFW_MAX_MSG + 8];
-        size_t dn = wwfw_cobs_decode(wire, w - 1, d);
+        size_t dn = wwfw_cobs_decode(wire + 1, w - 2, d);
         if (dn == n && memcmp(d, m, n) == 0) clean++;
       }
     }
@@ -372,6 +559,8 @@ int main(int argc, char **argv) {
   test_can();
   test_golden(argc > 1 ? argv[1] : "firmware_bridge/golden/vectors.txt");
   test_interp_watchdog();
+  test_space_switch();
+  test_slots_sessions_rates();
   test_fuzz();
   printf("%s: %d checks, %d failures\n", failures ? "FAILED" : "ok", checks, failures);
   return failures ? 1 : 0;

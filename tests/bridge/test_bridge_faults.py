@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from wallwm_edge.bridge.faults import FaultRates, FaultySerial
+from wallwm_edge.bridge.faults import LOSSY, FaultRates, FaultySerial
 from wallwm_edge.bridge.firmware import SimulatedFirmware
 from wallwm_edge.bridge.link import ArmLink, LinkConfig
 from wallwm_edge.bridge.serial_transport import SerialTransport
@@ -16,7 +16,15 @@ FAST = LinkConfig(ack_timeout=0.08)
 
 @pytest.fixture
 def sim(fw_sim_exe):
-    fw = SimulatedFirmware(exe=fw_sim_exe, control_rate=250)
+    # the watchdog is not what these tests are about: a deadline a loaded CI machine's scheduler cannot miss
+    fw = SimulatedFirmware(exe=fw_sim_exe, control_rate=250, hold_ms=1000, estop_ms=4000)
+    yield fw
+    fw.stop()
+
+
+@pytest.fixture
+def watchdog_sim(fw_sim_exe):
+    fw = SimulatedFirmware(exe=fw_sim_exe, control_rate=250, hold_ms=250, estop_ms=1000)
     yield fw
     fw.stop()
 
@@ -35,15 +43,29 @@ def test_noisy_link_every_chunk_exactly_once_and_uncorrupted(sim):
     link = ArmLink(t, FAST)
     tickets = [link.send_chunk(chunk(k), event_id=k, rate_hz=200.0, encoding=("int16", "float32")[k % 2],
                                start="replace" if k % 5 == 4 else "after", timeout=30) for k in range(30)]
+    fates = [tk.wait_finished(30) for tk in tickets]
     link.close()
     q = [kv for _, e, kv in sim.events() if e == "queued"]
     assert [int(kv["chunk"]) for kv in q] == [tk.chunk_id for tk in tickets], "no chunk lost or applied twice"
     assert [kv["crc"] for kv in q] == [f"{tk.crc:08x}" for tk in tickets], "no corrupted command queued"
-    assert sum(t.counts.values()) > 20 and link.stats["retransmits"] > 0
     assert not [e for _, e, _ in sim.events() if e == "rejected"]
+    # the host knows each chunk's true fate, although ACKs, STATEs and FATEs are lost too (rx_flip)
+    done = {kv["chunk"] for _, e, kv in sim.events() if e == "done"}
+    assert fates == ["played" if str(tk.chunk_id) in done else "dropped" for tk in tickets]
+    assert all(tk.fate == "replaced" for tk in tickets if tk.status == "dropped")
+    # What the injector did is asserted where it is deterministic: the faults of the first 45 reliable
+    # frames (the chunks' 15 + 2 x 15 messages, sent in every run whatever the timing) are fixed by the seed.
+    n = 15 + 2 * 15
+    planned = [(i, k) for i in range(n) for k in [FaultySerial.plan(rates, 1, "reliable", i)[1]] if k]
+    assert [(i, k) for cls, i, k in t.log if cls == "reliable" and i < n] == planned
+    kinds = {x for _, k in planned for x in k}
+    assert kinds == {"drop", "flip", "partial", "garbage", "dup", "reorder"}, kinds
+    assert sum(any(x in LOSSY for x in k) for _, k in planned) == 5
+    assert link.stats["retransmits"] > 0  # a chunk message was lost: it had to be resent
 
 
-def test_watchdog_hold_then_estop_within_deadlines_and_reconnect(sim):
+def test_watchdog_hold_then_estop_within_deadlines_and_reconnect(watchdog_sim):
+    sim = watchdog_sim
     link = ArmLink.open(sim.port)
     slow = np.zeros((200, 7))
     slow[:, 0] = np.linspace(0.0, 2.0, 200)
@@ -57,10 +79,11 @@ def test_watchdog_hold_then_estop_within_deadlines_and_reconnect(sim):
     hold = [kv for _, e, kv in sim.events() if e == "hold"]
     estop = [kv for _, e, kv in sim.events() if e == "estop"]
     assert hold and estop, sim.events()
-    # tripped at the deadline (measured from the last valid frame, firmware clock), within a control tick
-    # plus slack for a loaded machine
-    assert int(hold[0]["faults"]) & 0x1 and 250 <= int(hold[0]["quiet"]) <= 250 + 100
-    assert int(estop[0]["faults"]) & 0x2 and 1000 <= int(estop[0]["quiet"]) <= 1000 + 100
+    # tripped at the first tick past the deadline (measured from the last valid frame, firmware clock):
+    # the tick before was still inside it. How late that tick came is the simulator's scheduling (a loaded
+    # machine can stall it), so the upper bound is loose and the exact crossing is what is asserted.
+    assert int(hold[0]["faults"]) & 0x1 and int(hold[0]["prev"]) < 250 <= int(hold[0]["quiet"]) <= 250 + 500
+    assert int(estop[0]["faults"]) & 0x2 and int(estop[0]["prev"]) < 1000 <= int(estop[0]["quiet"]) <= 1000 + 500
     # reconnect: a new session; e-stop is latched until reset, then chunks play again
     link = ArmLink.open(sim.port)
     st = link.wait_state(lambda s: s.mode_name == "estop", 2.0)
@@ -145,7 +168,7 @@ def test_can_frame_loss_duplicates_and_flips(fd):
     from wallwm_edge.bridge.firmware import InProcessFirmware
 
     chan = f"faults{int(fd)}"
-    fw = InProcessFirmware(can_bus=can.Bus(interface="virtual", channel=chan, fd=fd), fd=fd)
+    fw = InProcessFirmware(can_bus=can.Bus(interface="virtual", channel=chan, fd=fd), fd=fd, hold_ms=1000, estop_ms=4000)
     inner = CanTransport("virtual", chan, fd=fd)
     inner.url = f"can:virtual:{chan}"
     # CAN controllers retransmit damaged frames themselves, so loss is rare; a lost frame costs the whole

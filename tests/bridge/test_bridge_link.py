@@ -32,7 +32,7 @@ def arm(request, fw_sim_exe):
         pytest.skip("SocketCAN vcan0 not available (needs `ip link add dev vcan0 type vcan`, kernel module vcan)")
     if kind == "loop":
         name = f"t{next(_names)}"
-        fw = InProcessFirmware(loop=name)
+        fw = InProcessFirmware(loop=name, hold_ms=1000, estop_ms=4000)
         link = ArmLink(open_transport(f"loop:{name}"))
         yield link, fw.events
         link.close(), fw.stop()
@@ -41,12 +41,13 @@ def arm(request, fw_sim_exe):
 
         fd = kind == "can-fd"
         chan = f"bridge{next(_names)}"
-        fw = InProcessFirmware(can_bus=can.Bus(interface="virtual", channel=chan, fd=fd), fd=fd)
+        fw = InProcessFirmware(can_bus=can.Bus(interface="virtual", channel=chan, fd=fd), fd=fd, hold_ms=1000,
+                               estop_ms=4000)
         link = ArmLink(CanTransport("virtual", chan, fd=fd))
         yield link, fw.events
         link.close(), fw.stop(), fw.bus.shutdown()
     elif kind == "pty":
-        fw = SimulatedFirmware(exe=fw_sim_exe)
+        fw = SimulatedFirmware(exe=fw_sim_exe, hold_ms=1000, estop_ms=4000)
         link = ArmLink.open(fw.port)
         yield link, fw.events
         link.close(), fw.stop()
@@ -121,7 +122,7 @@ def test_invalid_chunk_never_leaves_the_host(arm):
 def test_streamer_blending_at_chunk_boundaries(fw_sim_exe, blend):
     from wallwm_edge.bridge.streamer import ChunkStreamer
 
-    fw = SimulatedFirmware(exe=fw_sim_exe)
+    fw = SimulatedFirmware(exe=fw_sim_exe, hold_ms=1000, estop_ms=4000)
     try:
         link = ArmLink.open(fw.port)
         s = ChunkStreamer(link, blend=blend, rate_hz=50.0)

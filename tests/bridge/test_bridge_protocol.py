@@ -75,19 +75,30 @@ def test_int16_resolution_and_message_split():
     assert np.abs(f16.decoded - pts).max() < 2e-3
 
 
+def crc_ok(m):
+    try:
+        return P.unpack(m) is not None
+    except Exception:
+        return False
+
+
 def test_deframer_survives_garbage_and_partial_frames():
     msgs = [P.pack(P.HEARTBEAT, i) for i in range(5)]
     stream = b"\x13\x37garbage" + serial_frame(msgs[0]) + serial_frame(msgs[1])[:4] + b"\x00" + b"".join(
         serial_frame(m) for m in msgs[2:])
     d = SerialDeframer()
     out = [m for i in range(0, len(stream), 3) for m in d.feed(stream[i:i + 3])]
-    def crc_ok(m):
-        try:
-            return P.unpack(m) is not None
-        except Exception:
-            return False
-    # garbage glued to frame 0 and the cut frame 1 are lost (their CRC fails); the rest arrive intact
-    assert [m for m in out if crc_ok(m)] == msgs[2:]
+    # the cut frame 1 is lost (its CRC fails); garbage before frame 0 is cut off by its leading delimiter
+    assert [m for m in out if crc_ok(m)] == [msgs[0]] + msgs[2:]
+
+
+def test_garbage_right_before_a_frame_never_destroys_it():
+    """v2: 0x00 before every frame. Without it, line noise since the last delimiter glued onto the next frame."""
+    rng = np.random.default_rng(5)
+    msgs = [P.pack(P.HEARTBEAT, i, b"\x01\x00", 7) for i in range(200)]
+    stream = b"".join(bytes(rng.integers(1, 256, rng.integers(1, 30), dtype=np.uint8)) + serial_frame(m) for m in msgs)
+    assert serial_frame(msgs[0])[0] == 0 and serial_frame(msgs[0])[-1] == 0
+    assert [m for m in SerialDeframer().feed(stream) if crc_ok(m)] == msgs
 
 
 @pytest.mark.parametrize("fb", [8, 64])

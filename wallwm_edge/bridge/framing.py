@@ -1,7 +1,8 @@
 """Framing: messages over byte streams (COBS) and over CAN frames (own segmentation).
 
-Serial: every message is COBS-encoded and ends with one 0x00 byte, so a receiver re-synchronises on the
-next 0x00 after any garbage. CAN: a message takes a block of 64 identifiers; bit 5 of the identifier marks
+Serial: every message is COBS-encoded between two 0x00 bytes (protocol v2): the leading one cuts off
+whatever garbage the line picked up since the last frame, so garbage never destroys the frame after it;
+the receiver ignores empty frames. CAN: a message takes a block of 64 identifiers; bit 5 of the identifier marks
 its first frame (which starts with the message length, u16), bits 0-4 count frames modulo 32. Every data
 byte after that carries message bytes: a 50x7 int16 chunk puts 96% of the data field to use on classic CAN
 and CAN-FD (ISO-TP spends a byte of every frame on its header and adds flow-control round trips).
@@ -16,7 +17,7 @@ FD_LENGTHS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64)
 
 
 def serial_frame(msg: bytes) -> bytes:
-    return cobs.encode(msg) + b"\x00"
+    return b"\x00" + cobs.encode(msg) + b"\x00"
 
 
 class SerialDeframer:

@@ -8,7 +8,11 @@
 One I/O thread reads replies, sends heartbeats and retransmits. Reliable messages (chunks, reset) go
 out in order with sequence numbers, go-back-N: the firmware applies each exactly once and in order,
 answers ACK (cumulative) or NACK; a NACK for a gap or a timeout resends from the first unacknowledged
-message. Flow control: a chunk begins only when the firmware's last reported free space holds it.
+message. Flow control: a chunk begins only when the firmware's last reported free points hold it and a
+chunk slot is free. Every message names this link's session: the firmware refuses another writer while
+this one is alive, and this end ignores replies addressed to anyone else. The firmware reports what
+became of every chunk it held (played, or dropped by a hold, e-stop, reset or replacement): a ticket's
+status follows it.
 """
 
 from __future__ import annotations
@@ -36,10 +40,15 @@ class LinkConfig:
     default_rate_hz: float = 50.0
 
 
+FINAL = ("played", "dropped", "failed", "lost")
+
+
 @dataclass
 class ChunkTicket:
-    """A chunk (or a RESET) on its way: status waiting -> sending -> queued | failed; "lost" when the
-    firmware rebooted after queueing it and before finishing it (ArmLink.lost_on_reboot lists those)."""
+    """A chunk (or a RESET) on its way: status waiting -> sending -> queued -> played | dropped, or failed
+    (refused by the firmware or the link died); "lost" when the firmware rebooted after queueing it and
+    before finishing it (ArmLink.lost_on_reboot lists those). `fate` names why a chunk was dropped (hold,
+    estop, replaced, reset, abandoned), `rows_played` how many of its rows the arm reached."""
 
     chunk_id: int
     event_id: int
@@ -53,14 +62,31 @@ class ChunkTicket:
     t_ready: float = 0.0
     t_queued: float = 0.0
     retries: int = 0
-    done: threading.Event = field(default_factory=threading.Event)
+    fate: str = ""
+    rows_played: int = 0
+    done: threading.Event = field(default_factory=threading.Event)  # queued, or failed / dropped before that
+    finished: threading.Event = field(default_factory=threading.Event)  # status is one of FINAL
 
     def wait(self, timeout: float | None = None) -> "ChunkTicket":
+        """Block until the firmware holds the whole chunk; LinkError if it never will."""
         if not self.done.wait(timeout):
             raise LinkError(f"chunk {self.chunk_id}: not queued by the firmware within {timeout} s (status {self.status})")
-        if self.status == "failed":
+        if self.status == "failed" or (self.status == "dropped" and not self.t_queued):
             raise LinkError(f"chunk {self.chunk_id}: {self.error}")
         return self
+
+    def wait_finished(self, timeout: float | None = None) -> str:
+        """Block until the chunk's fate is known: played, dropped, failed or lost (returned)."""
+        if not self.finished.wait(timeout):
+            raise LinkError(f"chunk {self.chunk_id}: no fate reported within {timeout} s (status {self.status})")
+        return self.status
+
+    def _final(self, status: str, error: str = "", fate: str = "", rows: int = 0) -> None:
+        if self.status in FINAL:
+            return
+        self.status, self.error, self.fate, self.rows_played = status, error or self.error, fate, rows
+        self.done.set()
+        self.finished.set()
 
 
 class ArmLink:
@@ -73,13 +99,16 @@ class ArmLink:
         self._changed = threading.Condition(self._lock)
         self._seq = random.randrange(0x10000)
         self._ctrl_seq = random.randrange(0x10000)
-        self._session = 0
+        self._session = random.randrange(1, 1 << 32)  # names every message; kept across firmware reboots
         self._queue: collections.deque[ChunkTicket] = collections.deque()
         self._inflight: list[tuple[int, bytes, ChunkTicket, bool]] = []  # (seq, message, ticket, is_last)
         self._last_tx = 0.0
         self._blocked: tuple[int, int, float] | None = None  # (seq, points needed, since) after BUFFER_FULL
         self._gap_resend = (-1, 0.0)
         self._free = 0
+        self._free_chunks = 0
+        self._fate_next = 0  # index of the first chunk fate not yet received
+        self._not_owner = False  # the firmware answered NOT_OWNER: another session holds the link
         self._state: P.State | None = None
         self._fw_seq: int | None = None
         self._need_hello = True
@@ -105,6 +134,9 @@ class ArmLink:
     def wait_connected(self, timeout: float) -> P.ArmInfo:
         with self._lock:
             if not self._changed.wait_for(lambda: not self._need_hello or self._stop.is_set(), timeout):
+                if self._not_owner:
+                    raise LinkError(f"the firmware on {self.t.url} is owned by another host session (it takes a new "
+                                    f"one only after the owner has been quiet for its watchdog hold time)")
                 raise LinkError(f"no handshake reply from the firmware on {self.t.url} within {timeout} s")
             if self.arm is None:
                 raise LinkError(f"link to {self.t.url} closed: {self.failure}")
@@ -157,6 +189,11 @@ class ArmLink:
                                 f"(last: {self._state})")
             return self._state
 
+    def tickets_unfinished(self) -> list[ChunkTicket]:
+        """Chunks the firmware holds (queued) whose fate is not known yet, in queue order."""
+        with self._lock:
+            return list(self._unfinished)
+
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Block until every submitted chunk is queued or failed."""
         with self._lock:
@@ -189,7 +226,7 @@ class ArmLink:
             with self._lock:
                 self._ctrl_seq = (self._ctrl_seq + 1) & 0xFFFF
                 seq = self._ctrl_seq
-            self._tx(P.control(type_, seq))
+            self._tx(P.control(type_, seq, self._session))
             try:  # a newer STATE than our send that shows the mode; resend if the message was lost
                 return self.wait_state(lambda s: s.received_at >= sent_at and pred(s),
                                        min(0.2, max(0.0, deadline - time.monotonic())))
@@ -208,11 +245,11 @@ class ArmLink:
         """Send what may be sent now (caller holds the lock)."""
         if self._need_hello:
             return
-        if self._blocked is not None:
+        if self._blocked is not None:  # the firmware lacked room: resend when it reports enough (not a retry)
             seq, needed, since = self._blocked
-            if self._free >= needed or now - since > 0.1:
+            if (self._free >= needed and self._free_chunks >= 1) or now - since > 1.0:
                 self._blocked = None
-                self._resend_from(seq, now)
+                self._resend_from(seq, now, retry=False)
             return
         if self._inflight:
             if now - self._last_tx > self.cfg.ack_timeout:
@@ -222,28 +259,31 @@ class ArmLink:
         if not self._queue:
             return
         t = self._queue[0]
-        if t.length > self._free:
-            return  # wait for a STATE reporting room
+        if t.length and (t.length > self._free or self._free_chunks < 1):
+            self.stats["flow_waits"] += 1
+            return  # wait for an ACK/STATE reporting room: free points and a free chunk slot
         self._queue.popleft()
         t.status = "sending"
         for i, body in enumerate(t.bodies):
-            msg = P.seal(body, self._seq)
+            msg = P.seal(body, self._seq, self._session)
             self._inflight.append((self._seq, msg, t, i == len(t.bodies) - 1))
             self._seq = (self._seq + 1) & 0xFFFF
-        self._free -= t.length
+        if t.length:
+            self._free -= t.length
+            self._free_chunks -= 1
         for seq, msg, _, _ in self._inflight:
             self._tx(msg)
         self._last_tx = now
 
-    def _resend_from(self, seq: int, now: float) -> None:
+    def _resend_from(self, seq: int, now: float, retry: bool = True) -> None:
         todo = [m for m in self._inflight if ((m[0] - seq) & 0xFFFF) < 0x8000]
         if not todo:
             return
         t = todo[0][2]
-        t.retries += 1
+        t.retries += retry
         if t.retries > self.cfg.max_retries:
             self._fail_inflight(f"no acknowledgement from the firmware after {self.cfg.max_retries} resends")
-            self._need_hello = True  # the firmware's expected sequence is unknown now: start a new session
+            self._new_session()  # the firmware's expected sequence is unknown now: start a new session
             return
         self.stats["retransmits"] += len(todo)
         for _, msg, _, _ in todo:
@@ -252,10 +292,14 @@ class ArmLink:
 
     def _fail_inflight(self, why: str) -> None:
         for _, _, t, _ in self._inflight:
-            if t.status != "failed":
-                t.status, t.error = "failed", why
-                t.done.set()
+            t._final("failed", why)
         self._inflight.clear()
+        self._blocked = None
+
+    def _new_session(self) -> None:
+        self._session = random.randrange(1, 1 << 32)
+        self._need_hello = True
+        self._hello_at = 0.0
 
     # ---- receiving ----------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -274,8 +318,7 @@ class ArmLink:
                         self._handle(P.decode(m, now), now)
                     except LinkError:
                         self.stats["rx_bad"] += 1
-                if self._need_hello and now - self._hello_at > 0.25:
-                    self._session = random.randrange(1, 1 << 32)
+                if self._need_hello and now - self._hello_at > 0.25:  # the same session until it is taken
                     self._hello_at = now
                     self._tx(P.hello(self._seq, self._session))
                 self._pump(now)
@@ -284,8 +327,8 @@ class ArmLink:
                 self._last_hb = now
                 with self._lock:
                     self._ctrl_seq = (self._ctrl_seq + 1) & 0xFFFF
-                    seq = self._ctrl_seq
-                self._tx(P.control(P.HEARTBEAT, seq))
+                    seq, fate_ack = self._ctrl_seq, self._fate_next
+                self._tx(P.control(P.HEARTBEAT, seq, self._session, fate_ack))
 
     def _fresh(self, seq: int) -> bool:
         """Firmware messages arrive in order on every link we support; drop a stale duplicate."""
@@ -300,7 +343,7 @@ class ArmLink:
         self.stats["reboots"] += 1
         while self._unfinished:  # acknowledged, never reported done: gone with the firmware's queue
             t = self._unfinished.popleft()
-            t.status = "lost"
+            t._final("lost", "the firmware rebooted before playing it")
             self.lost_on_reboot.append(t.chunk_id)
         if self.arm is not None:
             self.arm = P.ArmInfo(**{**self.arm.__dict__, "boot_id": boot_id})
@@ -317,11 +360,16 @@ class ArmLink:
         self._fw_seq = None
 
     def _handle(self, m, now: float) -> None:
+        if m.session != self._session:  # addressed to another writer on the same link
+            self.stats["rx_foreign"] += 1
+            return
         if isinstance(m, P.ArmInfo):
-            if m.session == self._session and self._need_hello:
+            if self._need_hello:
                 self.arm = m
                 self._need_hello = False
-                self._free = m.queue_points  # refined by the first ACK/STATE
+                self._not_owner = False
+                self._free, self._free_chunks = m.queue_points, m.queue_chunks  # refined by the first ACK/STATE
+                self._fate_next = m.fate_next
                 self._fw_seq = None
                 self._gap_resend = (-1, 0.0)
             return
@@ -330,48 +378,91 @@ class ArmLink:
             return
         if isinstance(m, P.State):
             self._state = m
-            if m.last_done != 0xFFFF and any(t.chunk_id == m.last_done for t in self._unfinished):
-                while self._unfinished:  # chunks play in queue order: everything up to last_done is done
-                    if self._unfinished.popleft().chunk_id == m.last_done:
-                        break
             if self.arm is not None and m.boot_id != self.arm.boot_id and not self._need_hello:
                 self._rebooted(m.boot_id)
                 return
-            self._free = m.free - sum(t.length for _, _, t, last in self._inflight if last)
+            sending = {id(t): t for _, _, t, _ in self._inflight if t.length}
+            self._free = m.free - sum(t.length for t in sending.values())
+            self._free_chunks = m.free_chunks - len(sending)
+            return
+        if isinstance(m, P.Fates):
+            self._fates(m)
             return
         if isinstance(m, P.Ack):
             self.stats["acks"] += 1
-            self._free = m.free
+            self._free, self._free_chunks = m.free, m.free_chunks
             self._acked(m.acked, now)
             return
         if isinstance(m, P.Nack):
             self.stats["nacks"] += 1
-            self._free = m.free
-            if m.reason == 3:  # not ready: the firmware rebooted (and forgot our session)
+            known = m.reason in P.NackReason._value2member_map_
+            self.stats[f"nack_{P.NackReason(m.reason).name.lower()}" if known else "nack_other"] += 1
+            self._free, self._free_chunks = m.free, m.free_chunks
+            if m.reason == P.NackReason.NOT_READY:  # the firmware rebooted (and forgot our session)
                 if not self._need_hello:
                     self._rebooted(self.arm.boot_id if self.arm else 0)
                 return
+            if m.reason == P.NackReason.NOT_OWNER:  # another session holds the link: nothing of ours is applied
+                self._not_owner = True
+                if not self._need_hello:
+                    self._fail_inflight(f"firmware refused it: {m.describe()}")
+                    self._need_hello = True
+                return
             if m.consumes:  # final answer for that message: the sequence moves on
                 for s, _, t, _ in self._inflight:
-                    if s == m.nacked and t.status != "failed":
-                        t.status, t.error = "failed", f"firmware refused it: {m.describe()}"
-                        t.done.set()
+                    if s == m.nacked:
+                        if m.reason == P.NackReason.DROPPED:
+                            t._final("dropped", f"dropped by the firmware before it was complete: {t.fate or 'hold'}",
+                                     t.fate or "hold")
+                        else:
+                            t._final("failed", f"firmware refused it: {m.describe()}")
                 self._acked(m.nacked, now)
-            elif m.reason == 2:
+            elif m.reason == P.NackReason.BUFFER_FULL:
                 self._blocked = (m.nacked, next((t.length for s, _, t, _ in self._inflight if s == m.nacked), 0), now)
-            elif m.reason == 1 and self._blocked is None:
+            elif m.reason == P.NackReason.SEQ_GAP and self._blocked is None:
                 exp, at = self._gap_resend
                 if exp != m.expected or now - at > 0.05:  # one resend per gap, not one per NACK
                     self._gap_resend = (m.expected, now)
                     self._resend_from(m.expected, now)
 
+    def _fates(self, m: P.Fates) -> None:
+        """Chunk fates from the firmware: each index once, in order. After a lost FATE the next HEARTBEAT asks
+        for the missing ones (from self._fate_next) and the firmware resends from there: entries past a gap
+        are left for that resend, unless the firmware's ring no longer holds what is missing."""
+        gap = (m.first - self._fate_next) & 0xFFFF
+        if 0 < gap < 0x8000:
+            if len(m.entries) < P.FATES:
+                self.stats["fates_out_of_order"] += 1
+                return  # wait for the resend, which starts at the first missing fate
+            self.stats["fates_missed"] += gap  # older than the firmware's ring: unknown for ever
+            self._fate_next = m.first
+        for e in m.entries:
+            if ((e.index - self._fate_next) & 0xFFFF) != 0:
+                continue  # already seen
+            self._fate_next = (e.index + 1) & 0xFFFF
+            self.stats[f"fate_{e.name}"] += 1
+            t = next((t for t in self._unfinished if t.chunk_id == e.chunk_id), None)
+            if t is not None:
+                self._unfinished.remove(t)
+            else:  # a chunk dropped while it was still being received
+                t = next((t for _, _, t, _ in self._inflight if t.chunk_id == e.chunk_id and t.length), None)
+            if t is None:
+                continue
+            if e.fate == P.Fate.PLAYED:
+                t._final("played", rows=e.rows)
+            else:
+                t._final("dropped", f"dropped by the firmware ({e.name}) after {e.rows} of {t.length} rows", e.name,
+                         e.rows)
+
     def _acked(self, seq: int, now: float) -> None:
         while self._inflight and ((seq - self._inflight[0][0]) & 0xFFFF) < 0x8000:
             s, _, t, last = self._inflight.pop(0)
-            if last and t.status != "failed":
+            if last and t.status not in FINAL:
                 t.status = "queued"
                 t.t_queued = now
                 t.done.set()
                 if t.length:
                     self._unfinished.append(t)
+                else:
+                    t.finished.set()
             self._last_tx = now

@@ -1,12 +1,14 @@
 """The bridge protocol's messages, byte for byte as firmware_bridge/PROTOCOL.md specifies them.
 
-A message is `type u8 | seq u16 | body | CRC-32C u32` (little-endian); transports add framing (COBS on
-serial, identifier-indexed segments on CAN). This module turns messages into bytes and back and encodes
-chunk points (int16 against the arm's limits, float16 or float32); it does no I/O.
+A message is `type u8 | seq u16 | session u32 | body | CRC-32C u32` (little-endian); transports add
+framing (COBS on serial, identifier-indexed segments on CAN). This module turns messages into bytes and
+back and encodes chunk points (int16 against the arm's limits, float16 or float32); it does no I/O.
+Every protocol value is a named enum mirroring firmware_bridge/include/wwfw.h (a test holds them equal).
 """
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass, field
 
@@ -15,31 +17,119 @@ from crc32c import crc32c
 
 from wallwm_edge.errors import LinkError
 
-PROTO_VERSION = 1
+PROTO_VERSION = 2
 MAX_MSG = 1024  # bytes of one message, header and CRC included (firmware buffer size)
-HEADER, CRC = 3, 4
+HEADER, CRC = 7, 4  # type u8 + seq u16 + session u32; CRC-32C
+MAX_CHUNKS = 16  # the reference firmware's chunk table (ARM_INFO.queue_chunks reports the real one)
+FATES = 32  # the firmware's ring of chunk fates
+MIN_RATE_HZ = 1.0  # slowest chunk point rate: one segment lasts at most a second (ARM_INFO.min_rate_hz)
 
-HELLO, CHUNK_BEGIN, CHUNK_DATA, HEARTBEAT, HOLD, ESTOP, RESET = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
-ARM_INFO, ACK, NACK, STATE = 0x81, 0x82, 0x83, 0x84
-TYPE_NAMES = {HELLO: "HELLO", CHUNK_BEGIN: "CHUNK_BEGIN", CHUNK_DATA: "CHUNK_DATA", HEARTBEAT: "HEARTBEAT",
-              HOLD: "HOLD", ESTOP: "ESTOP", RESET: "RESET", ARM_INFO: "ARM_INFO", ACK: "ACK", NACK: "NACK",
-              STATE: "STATE"}
+
+class MsgType(enum.IntEnum):
+    HELLO = 0x01
+    CHUNK_BEGIN = 0x02
+    CHUNK_DATA = 0x03
+    HEARTBEAT = 0x04
+    HOLD = 0x05
+    ESTOP = 0x06
+    RESET = 0x07
+    ARM_INFO = 0x81
+    ACK = 0x82
+    NACK = 0x83
+    STATE = 0x84
+    FATE = 0x85
+
+
+class StartMode(enum.IntEnum):
+    AFTER = 0
+    AT_TIME = 1
+    REPLACE = 2
+
+
+class Encoding(enum.IntEnum):
+    INT16 = 0
+    F16 = 1
+    F32 = 2
+
+
+class Fmt(enum.IntFlag):
+    EE = 0x04
+    CUBIC = 0x08
+
+
+class NackReason(enum.IntEnum):
+    SEQ_GAP = 1
+    BUFFER_FULL = 2
+    NOT_READY = 3
+    BAD_CHUNK = 4
+    LIMIT = 5
+    ESTOPPED = 6
+    BAD_MESSAGE = 7
+    DROPPED = 8
+    NOT_OWNER = 9
+
+
+class Fate(enum.IntEnum):
+    PLAYED = 1
+    HOLD = 2
+    ESTOP = 3
+    REPLACED = 4
+    RESET = 5
+    ABANDONED = 6
+
+
+class Mode(enum.IntEnum):
+    IDLE = 0
+    RUNNING = 1
+    HOLD = 2
+    ESTOP = 3
+
+
+class Space(enum.IntEnum):
+    JOINT = 0
+    EE = 1
+
+
+class Fault(enum.IntFlag):
+    WATCHDOG_HOLD = 0x0001
+    WATCHDOG_ESTOP = 0x0002
+    ESTOP = 0x0004
+    VEL_LIMITED = 0x0008
+    POS_LIMITED = 0x0010
+    UNDERRUN = 0x0020
+    CRC_ERROR = 0x0040
+    SEQ_ERROR = 0x0080
+    REJECTED = 0x0100
+    BOOTED = 0x0200
+    HOLD = 0x0400
+
+
+# module-level names kept for callers (benchmarks, runtime): the enum members themselves
+HELLO, CHUNK_BEGIN, CHUNK_DATA, HEARTBEAT, HOLD, ESTOP, RESET = (MsgType.HELLO, MsgType.CHUNK_BEGIN, MsgType.CHUNK_DATA,
+                                                                 MsgType.HEARTBEAT, MsgType.HOLD, MsgType.ESTOP,
+                                                                 MsgType.RESET)
+ARM_INFO, ACK, NACK, STATE, FATE = MsgType.ARM_INFO, MsgType.ACK, MsgType.NACK, MsgType.STATE, MsgType.FATE
+TYPE_NAMES = {t: t.name for t in MsgType}
 RELIABLE = (CHUNK_BEGIN, CHUNK_DATA, RESET)  # exactly once, in order, acknowledged
 CONTROL = (HEARTBEAT, HOLD, ESTOP)  # act at once, own counter
 
-START_MODES = {"after": 0, "at": 1, "replace": 2}
-ENCODINGS = {"int16": 0, "float16": 1, "float32": 2}
-ENC_SIZE = {0: 2, 1: 2, 2: 4}
-FMT_EE, FMT_CUBIC = 0x04, 0x08
+START_MODES = {"after": StartMode.AFTER, "at": StartMode.AT_TIME, "replace": StartMode.REPLACE}
+ENCODINGS = {"int16": Encoding.INT16, "float16": Encoding.F16, "float32": Encoding.F32}
+ENC_SIZE = {Encoding.INT16: 2, Encoding.F16: 2, Encoding.F32: 4}
+FMT_EE, FMT_CUBIC = Fmt.EE, Fmt.CUBIC
 BEGIN_FIXED, DATA_FIXED = 18, 4  # body bytes before the rows
 
-NACK_REASONS = {1: "sequence gap", 2: "buffer full", 3: "not ready (no handshake since boot)",
-                4: "bad chunk", 5: "value outside limits", 6: "e-stopped", 7: "bad message"}
-NACK_RETRY = (1, 2, 3)  # these do not consume the sequence number
-MODES = {0: "idle", 1: "running", 2: "hold", 3: "estop"}
-FAULTS = {0x0001: "watchdog_hold", 0x0002: "watchdog_estop", 0x0004: "estop", 0x0008: "vel_limited",
-          0x0010: "pos_limited", 0x0020: "underrun", 0x0040: "crc_error", 0x0080: "seq_error",
-          0x0100: "rejected", 0x0200: "booted", 0x0400: "hold"}
+NACK_REASONS = {NackReason.SEQ_GAP: "sequence gap", NackReason.BUFFER_FULL: "buffer full",
+                NackReason.NOT_READY: "not ready (no handshake since boot)", NackReason.BAD_CHUNK: "bad chunk",
+                NackReason.LIMIT: "value outside limits", NackReason.ESTOPPED: "e-stopped",
+                NackReason.BAD_MESSAGE: "bad message",
+                NackReason.DROPPED: "chunk dropped before it was complete (hold, e-stop, reset or a newer chunk)",
+                NackReason.NOT_OWNER: "another host session owns the firmware link"}
+# these do not consume the sequence number: the host sends the same message again later
+NACK_RETRY = (NackReason.SEQ_GAP, NackReason.BUFFER_FULL, NackReason.NOT_READY, NackReason.NOT_OWNER)
+MODES = {m.value: m.name.lower() for m in Mode}
+FAULTS = {f.value: f.name.lower() for f in Fault}
+FATE_NAMES = {f.value: f.name.lower() for f in Fate}
 
 
 class ChunkError(LinkError, ValueError):
@@ -51,27 +141,35 @@ def fault_names(flags: int) -> list[str]:
 
 
 # ---- messages -----------------------------------------------------------------------------------------
-def pack(type_: int, seq: int, body: bytes = b"") -> bytes:
-    m = struct.pack("<BH", type_, seq & 0xFFFF) + body
+def pack(type_: int, seq: int, body: bytes = b"", session: int = 0) -> bytes:
+    m = struct.pack("<BHI", type_, seq & 0xFFFF, session & 0xFFFFFFFF) + body
     return m + struct.pack("<I", crc32c(m))
 
 
-def unpack(msg: bytes) -> tuple[int, int, bytes]:
-    """(type, seq, body) of a message whose CRC checks; LinkError otherwise."""
+def unpack_session(msg: bytes) -> tuple[int, int, int, bytes]:
+    """(type, seq, session, body) of a message whose CRC checks; LinkError otherwise."""
     if len(msg) < HEADER + CRC or len(msg) > MAX_MSG:
         raise LinkError(f"bad message length {len(msg)}")
     if crc32c(msg[:-CRC]) != struct.unpack_from("<I", msg, len(msg) - CRC)[0]:
         raise LinkError("CRC mismatch")
-    t, s = struct.unpack_from("<BH", msg)
-    return t, s, bytes(msg[HEADER:-CRC])
+    t, s, sess = struct.unpack_from("<BHI", msg)
+    return t, s, sess, bytes(msg[HEADER:-CRC])
+
+
+def unpack(msg: bytes) -> tuple[int, int, bytes]:
+    """(type, seq, body) of a message whose CRC checks; LinkError otherwise."""
+    t, s, _, b = unpack_session(msg)
+    return t, s, b
 
 
 def hello(seq: int, session: int) -> bytes:
-    return pack(HELLO, seq, struct.pack("<BBI", PROTO_VERSION, 0, session))
+    return pack(HELLO, seq, struct.pack("<BB", PROTO_VERSION, 0), session)
 
 
-def control(type_: int, seq: int) -> bytes:
-    return pack(type_, seq)
+def control(type_: int, seq: int, session: int = 0, fate_ack: int | None = None) -> bytes:
+    """HEARTBEAT / HOLD / ESTOP; a HEARTBEAT carries the index of the first chunk fate the host lacks."""
+    body = struct.pack("<H", fate_ack & 0xFFFF) if type_ == HEARTBEAT and fate_ack is not None else b""
+    return pack(type_, seq, body, session)
 
 
 @dataclass(frozen=True)
@@ -89,14 +187,21 @@ class ArmInfo:
     control_rate_hz: int
     feedback_rate_hz: int
     queue_points: int
+    queue_chunks: int
     max_message: int
     watchdog_hold_ms: int
     watchdog_estop_ms: int
     boot_id: int
-    session: int
     expected_seq: int
+    fate_next: int  # index of the next chunk fate the firmware will report
+    min_rate_mhz: int  # slowest chunk point rate, millihertz
     joint_limits: tuple[Limit, ...]  # joints, then the gripper
     ee_limits: tuple[Limit, ...]  # x y z rx ry rz, then the gripper
+    session: int = 0  # from the header: the session this ARM_INFO answers
+
+    @property
+    def min_rate_hz(self) -> float:
+        return self.min_rate_mhz / 1000.0
 
     def cols(self, space: str = "joint") -> int:
         return (6 if space == "ee" else self.n_joints) + int(self.has_gripper)
@@ -115,6 +220,8 @@ class Ack:
     rows: int
     level: int
     free: int
+    free_chunks: int
+    session: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +235,8 @@ class Nack:
     col: int
     level: int
     free: int
+    free_chunks: int
+    session: int = 0
 
     @property
     def consumes(self) -> bool:
@@ -135,6 +244,26 @@ class Nack:
 
     def describe(self) -> str:
         return f"{NACK_REASONS.get(self.reason, self.reason)} (chunk {self.chunk_id}, row {self.row}, column {self.col})"
+
+
+@dataclass(frozen=True)
+class FateEntry:
+    index: int  # the firmware's running count of fates (u16)
+    chunk_id: int
+    fate: int  # Fate
+    rows: int  # rows the arm reached before the chunk ended
+
+    @property
+    def name(self) -> str:
+        return FATE_NAMES.get(self.fate, str(self.fate))
+
+
+@dataclass(frozen=True)
+class Fates:
+    seq: int
+    first: int
+    entries: tuple[FateEntry, ...]
+    session: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,14 +275,18 @@ class State:
     faults: int
     level: int
     free: int
+    free_chunks: int
+    space: int  # Space of pos/vel
     playing: int  # chunk id being played, 0xFFFF if none
     index: int  # row of it the arm is heading to
     last_done: int
     expected_seq: int
     crc_errors: int
+    fate_next: int
     pos: np.ndarray = field(repr=False)  # (D,) measured positions (joints/pose, gripper)
     vel: np.ndarray = field(repr=False)  # (D,)
     received_at: float = 0.0  # host time.monotonic()
+    session: int = 0
 
     @property
     def mode_name(self) -> str:
@@ -164,30 +297,44 @@ class State:
         return fault_names(self.faults)
 
 
+STATE_FIXED, ARM_INFO_FIXED = 30, 27
+MAX_COLS = 8
+
+
 def decode(msg: bytes, received_at: float = 0.0):
-    """A firmware->host message as ArmInfo / Ack / Nack / State; LinkError when malformed."""
-    t, seq, b = unpack(msg)
+    """A firmware->host message as ArmInfo / Ack / Nack / State / Fates; LinkError when malformed
+    (wrong CRC, wrong length for its type, impossible counts): never any other exception."""
+    t, seq, sess, b = unpack_session(msg)
+    name = TYPE_NAMES.get(t, hex(t))
     try:
         if t == ACK:
-            return Ack(seq, *struct.unpack("<HHHHH", b))
+            return Ack(seq, *struct.unpack("<HHHHHB", b), session=sess)
         if t == NACK:
-            a, e, r, c, row, col, lv, fr = struct.unpack("<HHBHHBHH", b)
-            return Nack(seq, a, e, r, c, row, col, lv, fr)
+            return Nack(seq, *struct.unpack("<HHBHHBHHB", b), session=sess)
         if t == STATE:
-            fixed = struct.unpack_from("<IIBBHHHHHHHH", b)
+            fixed = struct.unpack_from("<IIBBHHHBBHHHHHH", b)
             d = fixed[3]
-            vals = np.frombuffer(b, dtype="<f4", count=2 * d, offset=26).astype(np.float32)
-            return State(seq, fixed[0], fixed[1], fixed[2], *fixed[4:], pos=vals[:d], vel=vals[d:],
-                         received_at=received_at)
+            if not 1 <= d <= MAX_COLS or len(b) != STATE_FIXED + 8 * d:
+                raise ValueError(f"{d} columns in {len(b)} bytes")
+            vals = np.frombuffer(b, dtype="<f4", count=2 * d, offset=STATE_FIXED).astype(np.float32)
+            return State(seq, *fixed[:3], *fixed[4:], pos=vals[:d], vel=vals[d:], received_at=received_at,
+                         session=sess)
+        if t == FATE:
+            first, n = struct.unpack_from("<HB", b)
+            if len(b) != 3 + 5 * n:
+                raise ValueError(f"{n} entries in {len(b)} bytes")
+            entries = tuple(FateEntry((first + i) & 0xFFFF, *struct.unpack_from("<HBH", b, 3 + 5 * i)) for i in range(n))
+            return Fates(seq, first, entries, session=sess)
         if t == ARM_INFO:
-            v, nj, g, cr, fr, qp, mm, hold, est, boot, sess, exp = struct.unpack_from("<BBBHHHHHHIIH", b)
-            lims = np.frombuffer(b, dtype="<f4", offset=25).reshape(-1, 3)
-            nj_cols = nj + g
+            head = struct.unpack_from("<BBBHHHHHHHIHHH", b)
+            nj, g = head[1], head[2]
+            if not 1 <= nj <= MAX_COLS - 1 or g > 1 or len(b) != ARM_INFO_FIXED + 12 * (nj + 6 + 2 * g):
+                raise ValueError(f"{nj} joints, gripper {g} in {len(b)} bytes")
+            lims = np.frombuffer(b, dtype="<f4", offset=ARM_INFO_FIXED).reshape(-1, 3)
             mk = lambda rows: tuple(Limit(*map(float, r)) for r in rows)  # noqa: E731
-            return ArmInfo(v, nj, bool(g), cr, fr, qp, mm, hold, est, boot, sess, exp, mk(lims[:nj_cols]),
-                           mk(lims[nj_cols:nj_cols + 6 + g]))
+            return ArmInfo(head[0], nj, bool(g), *head[3:], mk(lims[:nj + g]), mk(lims[nj + g:]), session=sess)
     except (struct.error, ValueError) as e:
-        raise LinkError(f"malformed {TYPE_NAMES.get(t, hex(t))} message: {e}") from None
+        raise LinkError(f"malformed {name} message: {e}") from None
     raise LinkError(f"unexpected message type 0x{t:02x} from the firmware")
 
 
@@ -259,8 +406,10 @@ def encode_chunk(points: np.ndarray, arm: ArmInfo, chunk_id: int, event_id: int,
     if start not in START_MODES or encoding not in ENCODINGS or interp not in ("linear", "cubic"):
         raise ChunkError(f"chunk {chunk_id}: start must be one of {list(START_MODES)}, encoding one of "
                          f"{list(ENCODINGS)}, interp linear|cubic")
-    if not 0 < rate_hz <= arm.control_rate_hz:
-        raise ChunkError(f"chunk {chunk_id}: point rate {rate_hz} Hz outside (0, {arm.control_rate_hz}]")
+    lo_rate = arm.min_rate_hz or MIN_RATE_HZ
+    if not lo_rate <= float(rate_hz) <= arm.control_rate_hz:
+        raise ChunkError(f"chunk {chunk_id}: point rate {rate_hz} Hz outside [{lo_rate:g}, {arm.control_rate_hz}] "
+                         f"(slower motion: send more points)")
     enc = ENCODINGS[encoding]
     fmt = enc | (FMT_EE if space == "ee" else 0) | (FMT_CUBIC if interp == "cubic" else 0)
     raw, decoded = encode_points(p, enc, arm.limits(space))
@@ -283,6 +432,6 @@ def encode_chunk(points: np.ndarray, arm: ArmInfo, chunk_id: int, event_id: int,
     return EncodedChunk(chunk_id, event_id, L, msgs, decoded, points_crc(decoded))
 
 
-def seal(body_with_type: bytes, seq: int) -> bytes:
-    """A CHUNK_* body from encode_chunk (type byte first) as a full message with seq and CRC."""
-    return pack(body_with_type[0], seq, body_with_type[1:])
+def seal(body_with_type: bytes, seq: int, session: int = 0) -> bytes:
+    """A CHUNK_* body from encode_chunk (type byte first) as a full message with seq, session and CRC."""
+    return pack(body_with_type[0], seq, body_with_type[1:], session)
