@@ -26,3 +26,23 @@ def test_unknown_benchmark_is_one_clear_line(capsys):
     assert main(["bench", "no-such-benchmark"]) == 2
     err = capsys.readouterr().err
     assert "unknown benchmark 'no-such-benchmark'" in err and "Traceback" not in err
+
+
+def test_third_party_chatter_is_quieted(monkeypatch):
+    """torchvision's import-time warnings and transformers' logs/progress bars stay out of the commands'
+    output; a user's own setting of those variables is kept."""
+    import os
+    import warnings
+
+    from wallwm_edge.cli import quiet_third_party
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    env["TRANSFORMERS_VERBOSITY"] = "debug"
+    monkeypatch.setattr(os, "environ", env)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_third_party()
+        warnings.warn_explicit("Failed to load image Python extension", UserWarning, "image.py", 1, module="torchvision.io.image")
+        warnings.warn_explicit("ours", UserWarning, "x.py", 1, module="wallwm_edge.x")
+    assert [str(w.message) for w in caught] == ["ours"]
+    assert env["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and env["TRANSFORMERS_VERBOSITY"] == "debug"

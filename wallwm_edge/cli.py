@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 from wallwm_edge import __version__
 from wallwm_edge.errors import WallwmError
@@ -63,7 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_third_party() -> None:
+    """Keep other libraries' chatter out of the commands' output: torchvision's import-time warnings
+    (pulled in by transformers), transformers' info logs and its per-load "Loading weights" bar. A user
+    who sets HF_HUB_DISABLE_PROGRESS_BARS / TRANSFORMERS_VERBOSITY keeps their own choice."""
+    warnings.filterwarnings("ignore", module=r"torchvision(\.|$)")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):

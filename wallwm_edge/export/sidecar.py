@@ -100,9 +100,20 @@ def write_sidecar(onnx_path: str | os.PathLike, info: dict) -> Path:
         raise DataError(f"{sidecar_path(onnx_path)}: sidecar is missing field(s) {missing}")
     path = sidecar_path(onnx_path)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.write_text(dumps(record) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def dumps(record: dict) -> str:
+    """Indented JSON, except that each caption's embedding is one compact line: one number per line made
+    the caption table (~200 x 384 floats) larger than the ONNX it describes."""
+    captions = record.get("captions")
+    if not isinstance(captions, dict) or not captions:
+        return json.dumps(record, indent=1)
+    head = json.dumps({k: v for k, v in record.items() if k != "captions"}, indent=1)
+    rows = ",\n".join(f"  {json.dumps(text)}: {json.dumps(emb, separators=(',', ':'))}" for text, emb in captions.items())
+    return head[: -len("\n}")] + (",\n" if head != "{}" else "\n") + ' "captions": {\n' + rows + "\n }\n}"
 
 
 def read_sidecar(path: str | os.PathLike, check_hash: bool = True) -> dict:

@@ -75,8 +75,18 @@ def save_model(path: str | os.PathLike, model: WallWM, meta: dict) -> Path:
     header["config"] = model.cfg.to_json()
     header["normalizer"] = {"action": model.action_norm.stats(), "proprio": model.proprio_norm.stats()}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    return write_safetensors(path, tensors, {"wallwm": json.dumps(header)})
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str]) -> Path:
+    """Write a .safetensors file atomically (temp file, then rename) with the permissions of any other
+    file the user writes (0644 under the usual umask; safetensors itself creates 0600)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"wallwm": json.dumps(header)})
+    save_file(tensors, str(tmp), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
     return path
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 
 from wallwm_edge.errors import ConfigError
+from wallwm_edge.model.checkpoint import write_safetensors
 
 STATE_FILE = "train_state.safetensors"
 
@@ -39,10 +40,7 @@ def save_train_state(path: str | os.PathLike, step: int, optimizers, np_rng: np.
         groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
         opts.append({"param_groups": groups, "scalars": scalars})
     meta = {"step": int(step), "train_config": train_config, "optimizers": opts, "rng_numpy": np_rng.bit_generator.state}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"wallwm_train": json.dumps(meta)})
-    os.replace(tmp, path)
-    return path
+    return write_safetensors(path, tensors, {"wallwm_train": json.dumps(meta)})
 
 
 def load_train_state(path: str | os.PathLike, optimizers, np_rng: np.random.Generator, flow_gen: torch.Generator) -> dict:
