@@ -85,6 +85,27 @@ def summary(result) -> str:
     return "\n".join(lines)
 
 
+def _check_student_folder(folder) -> None:
+    """The *.json files the student lookup reads in `folder`: a FIFO would block it for ever and JSON nested
+    thousands deep would crash it, so both are refused here, naming the file (other bad JSON is skipped there)."""
+    import json
+
+    from wallwm_edge.errors import DataError
+    from wallwm_edge.validate import MAX_JSON_BYTES, regular_file
+
+    for j in sorted(folder.glob("*.json")):
+        if j.is_dir():
+            continue
+        if regular_file(j) > MAX_JSON_BYTES:
+            raise DataError(f"{j}: larger than the {MAX_JSON_BYTES} bytes a sidecar may have")
+        try:
+            json.loads(j.read_bytes())
+        except RecursionError:
+            raise DataError(f"{j}: JSON nested too deeply") from None
+        except ValueError:
+            pass  # not a sidecar; the lookup skips it
+
+
 def check_inputs(args) -> None:
     """Validate the files `run` reads (student sidecar with its rig, --rig) before the run folder is made,
     so bad input gets one line and leaves nothing behind. torch-free, like the run itself."""
@@ -95,7 +116,10 @@ def check_inputs(args) -> None:
     from wallwm_edge.runtime.engine import find_student
     from wallwm_edge.runtime.loop import default_student
 
-    read_sidecar(find_student(Path(args.student) if args.student else default_student(), args.precision))
+    student = Path(args.student) if args.student else default_student()
+    if student.is_dir():
+        _check_student_folder(student)
+    read_sidecar(find_student(student, args.precision))
     if args.rig:
         Rig.load(args.rig)
     if args.plan and not args.unified:  # a folder or FIFO would raise or block inside the run, after its folder is made
