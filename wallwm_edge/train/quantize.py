@@ -49,7 +49,7 @@ QUANT_OPS = ("MatMul", "Gemm")
 CALIB_METHODS = ("percentile", "minmax")  # activation range calibration; see the module docstring for entropy
 
 INT8_REMEDY = ("int8 loses too much on this model: try more calibration data (--calib-samples 256), the other range method "
-               "(--calib-method minmax), or ship fp16 instead (--precisions fp32,fp16)")
+               "(--calib-method minmax), or ship fp16 instead (export --precisions fp32,fp16; quantize --precisions fp16)")
 
 
 class _Reader:
