@@ -141,8 +141,21 @@ def test_student_preset_that_does_not_fit_names_the_preset_that_does(teacher_run
     from wallwm_edge.train.distill import make_student
 
     teacher, _ = load_teacher(teacher_run)
-    with pytest.raises(ConfigError, match=r"latent_dim .*pass --preset tiny"):
+    with pytest.raises(ConfigError, match=r"width 96, depth 3.*does not fit .*pass --preset tiny"):
         make_student(teacher, "student", 1)
+
+
+def test_the_student_takes_the_teachers_latent_space_and_horizon(teacher_run):
+    import dataclasses
+
+    from wallwm_edge.model.denoiser import WallWM
+    from wallwm_edge.train.distill import make_student
+
+    teacher, _ = load_teacher(teacher_run)
+    wide = WallWM(dataclasses.replace(teacher.cfg, latent_dim=24, width=64, depth=2, name="custom"))
+    s = make_student(wide, "tiny", 1)  # tiny's own latent_dim (8) would not share the teacher's autoencoder
+    assert (s.cfg.latent_dim, s.cfg.patch, s.cfg.horizon) == (24, wide.cfg.patch, wide.cfg.horizon)
+    assert torch.equal(s.ae.components, wide.ae.components)
 
 
 def test_distill_cli_defaults_fit_a_tiny_teacher(teacher_run, synthetic_dataset, tmp_path, capsys):

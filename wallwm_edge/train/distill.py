@@ -198,14 +198,15 @@ def _sha256(path: Path) -> str:
 def make_student(teacher: WallWM, preset: str | ModelConfig, steps: int, init: str = "slice", seed: int = 0) -> WallWM:
     """A student of `preset` for the teacher's data; shares the teacher's autoencoder and normalizers."""
     t = teacher.cfg
+    # The interface the student shares with its teacher comes from the teacher, whatever the preset says:
+    # the video-latent space (patch, latent_dim: one autoencoder for both) and the chunk length L_max.
     cfg = resolve(preset, views=t.views, image_size=t.image_size, action_dim=t.action_dim, proprio_dim=t.proprio_dim,
-                  instruction_dim=t.instruction_dim, mode=t.mode, n_future=t.n_future, flow_steps=steps)
-    remedy = f"; pass --preset {t.name} (the teacher's own architecture, fewer steps) or leave --preset at auto" if t.name in PRESETS else ""
-    if (cfg.patch, cfg.latent_dim) != (t.patch, t.latent_dim):
-        raise ConfigError(f"student preset {cfg.name!r} has patch {cfg.patch} / latent_dim {cfg.latent_dim}, the teacher "
-                          f"{t.patch} / {t.latent_dim}: the video latents must be the same space to distill them{remedy}")
-    if cfg.horizon != t.horizon:
-        raise ConfigError(f"student horizon {cfg.horizon} differs from the teacher's {t.horizon}: chunks must have the same L_max{remedy}")
+                  instruction_dim=t.instruction_dim, mode=t.mode, n_future=t.n_future, flow_steps=steps,
+                  patch=t.patch, latent_dim=t.latent_dim, horizon=t.horizon)
+    if not fits(cfg, t):
+        remedy = f"; pass --preset {t.name} (the teacher's own architecture, fewer steps) or leave --preset at auto" if t.name in PRESETS else ""
+        raise ConfigError(f"student preset {cfg.name!r} (width {cfg.width}, depth {cfg.depth}, {cfg.heads} heads) does not fit "
+                          f"the teacher (width {t.width}, depth {t.depth}): a student is no wider and no deeper{remedy}")
     torch.manual_seed(seed)
     student = WallWM(cfg)
     tstate = teacher.state_dict()
@@ -233,9 +234,9 @@ def make_student(teacher: WallWM, preset: str | ModelConfig, steps: int, init: s
 
 
 def fits(student: ModelConfig, teacher: ModelConfig) -> bool:
-    """Whether a student preset can be distilled from `teacher`: same latent space and chunk length, no wider."""
-    return ((student.patch, student.latent_dim, student.horizon) == (teacher.patch, teacher.latent_dim, teacher.horizon)
-            and student.width <= teacher.width and student.depth <= teacher.depth)
+    """Whether a student preset can be distilled from `teacher`: no wider and no deeper (the latent space and
+    chunk length are the teacher's in any case, see make_student)."""
+    return student.width <= teacher.width and student.depth <= teacher.depth and teacher.width % student.heads == 0
 
 
 def resolve_student(teacher: ModelConfig, preset: str | None, steps: int | None, K: int) -> tuple[str, int]:
