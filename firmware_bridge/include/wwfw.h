@@ -122,6 +122,10 @@ typedef struct wwfw {
   uint32_t session, owner_last_ms; /* owner_last_ms: the owning session's last valid frame */
   uint16_t rx_expected, ctrl_last, tx_seq;
   uint32_t foreign_frames; /* valid frames from another session (refused) */
+  /* the final answer (ACK, or the NACK reason) to the last applied reliable message: a repeat of that
+   * message gets it again, so a lost answer never turns into a bare duplicate ACK */
+  uint16_t final_seq, final_chunk, final_row;
+  uint8_t final_reason, final_col, final_valid, recording;
   /* chunk queue: points[q_read .. q_write) are complete and unplayed; the open chunk is staged after q_write */
   float points[WWFW_QUEUE_POINTS][WWFW_MAX_COLS];
   uint32_t q_read, q_write;

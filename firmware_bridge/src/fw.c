@@ -163,8 +163,16 @@ uint16_t wwfw_free_chunks(const wwfw *fw) {
 }
 
 /* replies name the session of the message they answer (the sender drops what is not addressed to it) */
+static void record_final(wwfw *fw, uint16_t seq, uint8_t reason, uint16_t chunk, uint16_t row, uint8_t col) {
+  if (!fw->recording) return;
+  fw->final_seq = seq, fw->final_reason = reason, fw->final_chunk = chunk, fw->final_row = row, fw->final_col = col;
+  fw->final_valid = 1;
+}
+
 static void send_ack(wwfw *fw, uint32_t session, uint16_t seq, uint16_t chunk, uint16_t rows) {
-  uint8_t *b = out_begin(fw, WWFW_ACK, session);
+  uint8_t *b;
+  record_final(fw, seq, 0, chunk, rows, 0);
+  b = out_begin(fw, WWFW_ACK, session);
   wwfw_wr16(b, seq);
   wwfw_wr16(b + 2, chunk);
   wwfw_wr16(b + 4, rows);
@@ -176,7 +184,9 @@ static void send_ack(wwfw *fw, uint32_t session, uint16_t seq, uint16_t chunk, u
 
 static void send_nack(wwfw *fw, uint32_t session, uint16_t seq, uint8_t reason, uint16_t chunk, uint16_t row,
                       uint8_t col) {
-  uint8_t *b = out_begin(fw, WWFW_NACK, session);
+  uint8_t *b;
+  record_final(fw, seq, reason, chunk, row, col);
+  b = out_begin(fw, WWFW_NACK, session);
   wwfw_wr16(b, seq);
   wwfw_wr16(b + 2, fw->rx_expected);
   b[4] = reason;
@@ -489,6 +499,7 @@ static void dispatch(wwfw *fw, uint8_t type, uint16_t seq, uint32_t sess, const 
       fw->rx_expected = seq;
       fw->ctrl_valid = 0;
       fw->fate_sent = fw->fate_acked = fw->fate_next; /* a new host has no use for older fates */
+      fw->final_valid = 0;
       fw->faults &= (uint16_t)~WWFW_F_BOOTED;
       logf_(fw, "hello session=%lu seq=%u", (unsigned long)sess, seq);
     }
@@ -534,8 +545,13 @@ static void dispatch(wwfw *fw, uint8_t type, uint16_t seq, uint32_t sess, const 
     return;
   }
   ahead = (int16_t)(seq - fw->rx_expected);
-  if (ahead < 0) { /* a repeat of something already applied: acknowledge again, apply nothing */
-    send_ack(fw, sess, seq, 0xFFFFu, 0);
+  if (ahead < 0) { /* a repeat of something already applied: answer again, apply nothing */
+    if (fw->final_valid && seq == fw->final_seq) { /* the last one: its own answer (the first may be lost) */
+      if (fw->final_reason == 0) send_ack(fw, sess, seq, fw->final_chunk, fw->final_row);
+      else send_nack(fw, sess, seq, fw->final_reason, fw->final_chunk, fw->final_row, fw->final_col);
+    } else {
+      send_ack(fw, sess, seq, 0xFFFFu, 0); /* older: a later message was applied after it */
+    }
     return;
   }
   if (ahead > 0) {
@@ -543,6 +559,9 @@ static void dispatch(wwfw *fw, uint8_t type, uint16_t seq, uint32_t sess, const 
     send_nack(fw, sess, seq, WWFW_NACK_SEQ_GAP, 0xFFFFu, 0, 0);
     return;
   }
+  uint16_t keep_seq = fw->final_seq, keep_chunk = fw->final_chunk, keep_row = fw->final_row;
+  uint8_t keep_reason = fw->final_reason, keep_col = fw->final_col, keep_valid = fw->final_valid;
+  fw->recording = 1; /* the answer that consumes `seq` is kept for a repeat of it */
   if (type == WWFW_CHUNK_BEGIN) on_chunk_begin(fw, sess, seq, b, body);
   else if (type == WWFW_CHUNK_DATA) on_chunk_data(fw, sess, seq, b, body);
   else { /* RESET: clear faults and queue, leave e-stop */
@@ -553,6 +572,11 @@ static void dispatch(wwfw *fw, uint8_t type, uint16_t seq, uint32_t sess, const 
     fw->rx_expected++;
     logf_(fw, "reset");
     send_ack(fw, sess, seq, 0xFFFFu, 0);
+  }
+  fw->recording = 0;
+  if (fw->rx_expected != (uint16_t)(seq + 1u)) { /* not consumed (buffer full): the previous answer stays final */
+    fw->final_seq = keep_seq, fw->final_chunk = keep_chunk, fw->final_row = keep_row;
+    fw->final_reason = keep_reason, fw->final_col = keep_col, fw->final_valid = keep_valid;
   }
 }
 

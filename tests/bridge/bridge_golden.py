@@ -97,11 +97,13 @@ def vectors() -> list[tuple[str, str, dict, bytes]]:
     add(">", "CHUNK_DATA", ms[1], seq=102, chunk_id=8, first_row=2, rows=2)
     add("<", "ACK", ack(3, 102, 8, 4, 7, 505, 14), seq=3, acked=102, chunk_id=8, rows=4, level=7, free=505,
         free_chunks=14)
-    add(">", "CHUNK_DATA", ms[1], seq=102, note="duplicate: acknowledged again, not applied")
-    add("<", "ACK", ack(4, 102, 0xFFFF, 0, 7, 505, 14), seq=4, acked=102, chunk_id=0xFFFF, rows=0, level=7, free=505)
+    add(">", "CHUNK_DATA", ms[1], seq=102, note="a repeat of the last applied message: its own answer again")
+    add("<", "ACK", ack(4, 102, 8, 4, 7, 505, 14), seq=4, acked=102, chunk_id=8, rows=4, level=7, free=505)
+    add(">", "CHUNK_BEGIN", ms[0], seq=101, note="an older repeat: acknowledged (a later one was applied), not applied")
+    add("<", "ACK", ack(5, 101, 0xFFFF, 0, 7, 505, 14), seq=5, acked=101, chunk_id=0xFFFF, rows=0, level=7, free=505)
     gap = raw_begin(104, 9, 1, 2, np.zeros(7, "<f4").tobytes())
     add(">", "CHUNK_BEGIN", gap, seq=104, note="sequence gap (103 expected)")
-    add("<", "NACK", nack(5, 104, 103, NR.SEQ_GAP, 0xFFFF, 0, 0, 7, 505, 14), seq=5, nacked=104, expected=103,
+    add("<", "NACK", nack(6, 104, 103, NR.SEQ_GAP, 0xFFFF, 0, 0, 7, 505, 14), seq=6, nacked=104, expected=103,
         reason=1)
     nan_rows = np.zeros((2, 7), "<f2")
     nan_rows[1, 2] = np.nan
@@ -110,50 +112,53 @@ def vectors() -> list[tuple[str, str, dict, bytes]]:
     flipped[24] ^= 0x08
     add("!", "CHUNK_BEGIN", bytes(flipped), seq=103, note="one bit flipped: CRC error, no reply, not applied")
     add(">", "CHUNK_BEGIN", bad, seq=103, chunk_id=9, encoding="float16", note="NaN at row 1 column 2")
-    add("<", "NACK", nack(6, 103, 104, NR.BAD_CHUNK, 9, 1, 2, 7, 505, 14), seq=6, nacked=103, expected=104, reason=4,
+    add("<", "NACK", nack(7, 103, 104, NR.BAD_CHUNK, 9, 1, 2, 7, 505, 14), seq=7, nacked=103, expected=104, reason=4,
+        chunk_id=9, row=1, col=2)
+    add(">", "CHUNK_BEGIN", bad, seq=103, note="the refusal was lost: the repeat is refused again, not ACKed")
+    add("<", "NACK", nack(8, 103, 104, NR.BAD_CHUNK, 9, 1, 2, 7, 505, 14), seq=8, nacked=103, expected=104, reason=4,
         chunk_id=9, row=1, col=2)
     over = np.zeros((1, 7), "<f4")
     over[0, 0] = 3.5
     add(">", "CHUNK_BEGIN", raw_begin(104, 10, 1, 2, over.tobytes()), seq=104, chunk_id=10, note="3.5 > 2.9 limit")
-    add("<", "NACK", nack(7, 104, 105, NR.LIMIT, 10, 0, 0, 7, 505, 14), seq=7, nacked=104, expected=105, reason=5,
+    add("<", "NACK", nack(9, 104, 105, NR.LIMIT, 10, 0, 0, 7, 505, 14), seq=9, nacked=104, expected=105, reason=5,
         chunk_id=10)
     add(">", "CHUNK_BEGIN", raw_begin(105, 11, 1, 2, np.zeros(7, "<f4").tobytes(), rate=0.5), seq=105, chunk_id=11,
         note="0.5 points/s: below the 1 point/s minimum")
-    add("<", "NACK", nack(8, 105, 106, NR.BAD_CHUNK, 11, 0, 0, 7, 505, 14), seq=8, nacked=105, expected=106, reason=4,
+    add("<", "NACK", nack(10, 105, 106, NR.BAD_CHUNK, 11, 0, 0, 7, 505, 14), seq=10, nacked=105, expected=106, reason=4,
         chunk_id=11)
     add(">", "HELLO", P.hello(900, T), seq=900, session=T, note="a second writer while the owner is alive")
-    add("<", "NACK", nack(9, 900, 106, NR.NOT_OWNER, 0xFFFF, 0, 0, 7, 505, 14, session=T), seq=9, nacked=900,
+    add("<", "NACK", nack(11, 900, 106, NR.NOT_OWNER, 0xFFFF, 0, 0, 7, 505, 14, session=T), seq=11, nacked=900,
         expected=106, reason=9, session=T)
     add(">", "CHUNK_BEGIN", raw_begin(106, 99, 1, 2, np.zeros(7, "<f4").tobytes(), session=T), seq=106, session=T,
         note="the owner's next seq from the other session: refused, not applied")
-    add("<", "NACK", nack(10, 106, 106, NR.NOT_OWNER, 0xFFFF, 0, 0, 7, 505, 14, session=T), seq=10, nacked=106,
+    add("<", "NACK", nack(12, 106, 106, NR.NOT_OWNER, 0xFFFF, 0, 0, 7, 505, 14, session=T), seq=12, nacked=106,
         expected=106, reason=9, session=T)
     add(">", "HEARTBEAT", P.control(HB.HEARTBEAT, 5, S, 0), seq=5, session=S)
-    add("<", "STATE", state(11, 0, 1, 0, 0x1C0, 7, 505, 14, 0xFFFF, 0, 0xFFFF, 106, 1, 0, z7, z7), seq=11, mode=0,
+    add("<", "STATE", state(13, 0, 1, 0, 0x1C0, 7, 505, 14, 0xFFFF, 0, 0xFFFF, 106, 1, 0, z7, z7), seq=13, mode=0,
         faults=0x1C0, level=7, free=505, free_chunks=14, expected_seq=106, crc_errors=1, fate_next=0)
     add(">", "HEARTBEAT", P.control(HB.HEARTBEAT, 5, S, 0), seq=5, note="repeated control message: ignored")
     part = chunk_msgs(four, 12, 45, "float32", max_message=P.HEADER + P.CRC + P.BEGIN_FIXED + 2 * 28, seq=106)
     add(">", "CHUNK_BEGIN", part[0], seq=106, chunk_id=12, length=4, rows=2, note="left incomplete")
-    add("<", "ACK", ack(12, 106, 12, 2, 7, 503, 13), seq=12, acked=106, chunk_id=12, rows=2, free=503, free_chunks=13)
+    add("<", "ACK", ack(14, 106, 12, 2, 7, 503, 13), seq=14, acked=106, chunk_id=12, rows=2, free=503, free_chunks=13)
     add(">", "HOLD", P.control(HB.HOLD, 6, S), seq=6)
-    add("<", "STATE", state(13, 0, 1, 2, 0x400, 0, 512, 16, 0xFFFF, 0, 0xFFFF, 107, 1, 3, z7, z7), seq=13, mode=2,
+    add("<", "STATE", state(15, 0, 1, 2, 0x400, 0, 512, 16, 0xFFFF, 0, 0xFFFF, 107, 1, 3, z7, z7), seq=15, mode=2,
         faults=0x400, level=0, free=512, free_chunks=16, fate_next=3)
-    add("<", "FATE", fates(14, 0, [(7, F.HOLD, 0), (8, F.HOLD, 0), (12, F.HOLD, 0)]), seq=14, first=0,
+    add("<", "FATE", fates(16, 0, [(7, F.HOLD, 0), (8, F.HOLD, 0), (12, F.HOLD, 0)]), seq=16, first=0,
         note="chunks 7 and 8 and the partial 12: dropped by the hold")
     add(">", "CHUNK_DATA", part[1], seq=107, chunk_id=12, first_row=2)
-    add("<", "NACK", nack(15, 107, 108, NR.DROPPED, 12, 2, 0, 0, 512, 16), seq=15, nacked=107, expected=108, reason=8,
+    add("<", "NACK", nack(17, 107, 108, NR.DROPPED, 12, 2, 0, 0, 512, 16), seq=17, nacked=107, expected=108, reason=8,
         chunk_id=12, row=2, note="the rest of a chunk the hold dropped: not a bad chunk")
     add(">", "HEARTBEAT", P.control(HB.HEARTBEAT, 7, S, 1), seq=7, note="the host has fate 0 only")
-    add("<", "STATE", state(16, 0, 1, 2, 0x400, 0, 512, 16, 0xFFFF, 0, 0xFFFF, 108, 1, 3, z7, z7), seq=16, mode=2)
-    add("<", "FATE", fates(17, 1, [(8, F.HOLD, 0), (12, F.HOLD, 0)]), seq=17, first=1, note="resent from 1")
+    add("<", "STATE", state(18, 0, 1, 2, 0x400, 0, 512, 16, 0xFFFF, 0, 0xFFFF, 108, 1, 3, z7, z7), seq=18, mode=2)
+    add("<", "FATE", fates(19, 1, [(8, F.HOLD, 0), (12, F.HOLD, 0)]), seq=19, first=1, note="resent from 1")
     add(">", "RESET", P.pack(P.RESET, 108, b"", S), seq=108)
-    add("<", "ACK", ack(18, 108, 0xFFFF, 0, 0, 512, 16), seq=18, acked=108, level=0, free=512, free_chunks=16)
+    add("<", "ACK", ack(20, 108, 0xFFFF, 0, 0, 512, 16), seq=20, acked=108, level=0, free=512, free_chunks=16)
     add(">", "ESTOP", P.control(HB.ESTOP, 9, T), seq=9, session=T, note="another session may always e-stop")
-    add("<", "STATE", state(19, 0, 1, 3, 0x4, 0, 512, 16, 0xFFFF, 0, 0xFFFF, 109, 1, 3, z7, z7, session=T), seq=19,
+    add("<", "STATE", state(21, 0, 1, 3, 0x4, 0, 512, 16, 0xFFFF, 0, 0xFFFF, 109, 1, 3, z7, z7, session=T), seq=21,
         mode=3, faults=4, session=T)
     (m,) = chunk_msgs(rows, 13, 44, seq=109)
     add(">", "CHUNK_BEGIN", m, seq=109, chunk_id=13, note="refused while e-stopped")
-    add("<", "NACK", nack(20, 109, 110, NR.ESTOPPED, 13, 0, 0, 0, 512, 16), seq=20, nacked=109, expected=110, reason=6,
+    add("<", "NACK", nack(22, 109, 110, NR.ESTOPPED, 13, 0, 0, 0, 512, 16), seq=22, nacked=109, expected=110, reason=6,
         chunk_id=13)
     return v
 

@@ -17,7 +17,7 @@ FAST = LinkConfig(ack_timeout=0.08)
 @pytest.fixture
 def sim(fw_sim_exe):
     # the watchdog is not what these tests are about: a deadline a loaded CI machine's scheduler cannot miss
-    fw = SimulatedFirmware(exe=fw_sim_exe, control_rate=250, hold_ms=1000, estop_ms=4000)
+    fw = SimulatedFirmware(exe=fw_sim_exe, control_rate=250, hold_ms=2000, estop_ms=6000)
     yield fw
     fw.stop()
 
@@ -106,14 +106,19 @@ def test_firmware_reset_mid_chunk_resends_it_once(sim):
     t.enabled, t.rates = True, FaultRates(drop=1.0)  # from here, everything the host sends is lost...
     tk = link.send_chunk(big, chunk_id=77, encoding="float32", wait=False)  # 3 messages, none arrives
     time.sleep(0.05)
-    t.rates = FaultRates()
-    # ...let only the first message through, then reboot the firmware while the chunk is half received
+    # ...let only the first message through, then reboot the firmware while the chunk is half received.
+    # The host's timeout resends stay lost until the reboot has happened: on a loaded machine they could
+    # otherwise complete the chunk on the old firmware first (then lost with it and rightly sent again).
     raw = t.inner
     seq0 = link._inflight[0][0] if link._inflight else None
     assert seq0 is not None
     raw.write_raw(raw.frame(link._inflight[0][1]))
-    time.sleep(0.05)
+    link.wait_state(lambda s: s.free + s.level <= 512 - 35, 5.0)  # the firmware holds the first 35 rows
     sim.reboot()
+    deadline = time.monotonic() + 5
+    while sum(e == "boot" for _, e, _ in sim.events()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t.rates = FaultRates()
     tk.wait(10)
     st = link.wait_state(lambda s: s.last_done == 77 or s.playing == 77, 10)
     assert link.reboots >= 1 and st.boot_id != 0
