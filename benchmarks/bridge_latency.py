@@ -37,7 +37,7 @@ def main(argv) -> int:
             with link._lock:
                 link._ctrl_seq = (link._ctrl_seq + 1) & 0xFFFF
                 seq = link._ctrl_seq
-            link._tx(P.control(P.HEARTBEAT, seq))
+            link._tx(P.control(P.HEARTBEAT, seq, link._session))  # protocol v2: the owning session
             link.wait_state(lambda s: s.received_at >= t0, 2.0)
             rtt.append(time.monotonic() - t0)
         q = [kv for _, e, kv in sim.fw.events() if e == "queued"]

@@ -47,14 +47,14 @@ class OrtActor:
         cfg = meta["config"]
         self.masks = MaskProvider(Rig.from_json(meta["rig"]), self.views, cfg["patch"], cfg["near"], cfg["far"], self.image_size)
 
-    def reset(self, env, tracker) -> None:
-        pass
+    def reset(self, env, tracker, seed: int = 0) -> None:
+        self.student.rng = np.random.default_rng(seed)  # paired: the noise restarts per episode, as for the torch actors
 
     def act(self, obs: dict, instruction: str):
+        """(actions (L, A), end_prob (L,)): the closed loop applies the one end-of-event rule."""
         mask = self.masks.view_mask(np.asarray(obs["cam_poses"]))
         out = self.student.act(obs["images"], obs["proprio"], instruction, mask)
-        chunk = out.actions[: out.length]
-        return chunk, bool(self.mode == "event" and out.event_end)
+        return out.actions, out.end_prob
 
 
 def newest_teacher() -> Path | None:
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     env.close()
     text = "grasp the puck"
     for a in actors.values():
-        a.reset(None, None)
+        a.reset(None, None, 0)
     fns = {name: (lambda a=a: a.act(obs, text)) for name, a in actors.items()}
     reps = args.reps or (8 if args.quick else 30)
     lat = chunk_latency(fns, reps)
