@@ -116,6 +116,6 @@ def test_unified_mode_fixed_chunks_from_the_task_instruction(tmp_path, tiny_unif
     chunks = [json.loads(x) for x in (tmp_path / "u" / "log.jsonl").read_text().splitlines() if '"chunk"' in x]
     chunks = [c for c in chunks if c["kind"] == "chunk"]
     assert [c["instruction"] for c in chunks] == ["pick up the puck and place it at the target"] * 3
-    assert all(c["length"] == 8 and not c["event_end"] for c in chunks)  # fixed length: the whole horizon
+    assert all(c["length"] == 8 and not c["done"] for c in chunks)  # fixed length: the whole horizon
     with pytest.raises(Exception, match="unified-mode student: run it with --unified"):
         run(RunConfig(student=str(tiny_unified_student), out=str(tmp_path / "e"), status=False))
