@@ -214,7 +214,7 @@ class Runtime:
                     text = catalog[line].caption if line in catalog else line
                     if line.lower() in ("", "done", "quit", "exit") or text in self.student.captions:
                         return line
-                    print(f"  not in the student's caption table; known: {', '.join(list(self.student.captions)[:8])}, ...")
+                    print(f"  {self.student.unknown_instruction(text)}")  # names the rejected text and the remedy
 
             return InteractivePlanner(ask, cfg.event_cap, catalog)
         if cfg.plan:
