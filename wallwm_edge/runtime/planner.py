@@ -254,25 +254,21 @@ class EventPlanner:
         """Account for `n_steps` executed env steps; returns True when the cap moved the planner on."""
         if self.done:
             return False
-        if n_steps < 0:
-            raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-        self.steps_in_event += n_steps
-        self.total_steps += n_steps
-        if self.cap == 0:
-            return self._advance("cap")
-        return False
+        self._count(n_steps)
+        return self._advance("cap") if self.cap == 0 else False
 
     def update(self, n_steps: int, event_end: bool) -> bool:
-        """`executed(n_steps)` then, unless the cap advanced, `observe(event_end)`."""
+        """Both reports of one chunk: its executed steps, then the verdict (the cap is checked last)."""
         if self.done:
             return False
+        self._count(n_steps)
+        return self.observe(event_end) or self.executed(0)
+
+    def _count(self, n_steps: int) -> None:
         if n_steps < 0:
             raise ValueError(f"n_steps must be >= 0, got {n_steps}")
         self.steps_in_event += n_steps
         self.total_steps += n_steps
-        if self.observe(event_end):
-            return True
-        return self.executed(0)
 
     def _advance(self, reason: str) -> bool:
         rec = self.history[-1]
