@@ -109,7 +109,19 @@ COMMANDS: dict[str, Callable[[Path], list[str]]] = {
     "calibrate-check": lambda w: ["calibrate", "check", str(w / "rig.json"), str(w / "captures"), "--out", str(w / "rig_fixed.json")],
     "quantize": lambda w: ["quantize", str(w / "ckpt"), "--onnx", str(w / "student" / "student.sample.int8.onnx"),
                            "--data", str(_ds(w)), "--precisions", "fp16"],
+    "bridge": lambda w: ["bridge", str(w / "chunks.npy"), "--port", "sim"],
 }
+
+
+def huge_npy(rel: str):
+    """An .npy whose header declares 240 GB of float32 behind a few bytes: refused before any allocation."""
+    def setup(w):
+        import numpy as np
+
+        with open(w / rel, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (1_000_000, 60_000, 1)})
+            f.write(b"\0" * 64)
+    return setup
 
 
 # --- dataset and episode breakers ------------------------------------------------------------------------
@@ -508,6 +520,11 @@ def _cases() -> list[Case]:
         Case("subprocess-stats-width-inf", "stats", DATA_BREAKS["camera_width_inf"][0], ("cameras[0].width", "Infinity"), subprocess=True),
         Case("subprocess-calibrate-check-dist-nan", "calibrate-check", *RIG_BREAKS["dist_nan"], subprocess=True),
         Case("subprocess-run-L_max", "run", *SIDECAR_BREAKS["L_max_string"], subprocess=True),
+        # the bridge's chunk file: a header declaring 240 GB, a FIFO, a 1-D array
+        Case("bridge-npy-240GB", "bridge", huge_npy("chunks.npy"), ("chunks.npy", "240000000128 bytes"), subprocess=True),
+        Case("bridge-npy-fifo", "bridge", lambda w: os.mkfifo(w / "chunks.npy"), ("chunks.npy", "FIFO"), subprocess=True),
+        Case("bridge-npy-1d", "bridge", lambda w: __import__("numpy").save(w / "chunks.npy", __import__("numpy").zeros(7, "f4")),
+             ("chunks.npy", "shape (7,)")),
     ]
     return cases
 

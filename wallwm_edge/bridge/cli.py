@@ -17,7 +17,15 @@ def _load_chunks(path: str):
     import numpy as np
 
     from wallwm_edge.errors import DataError
+    from wallwm_edge.validate import npy_header, regular_file
 
+    # Checked before reading: a FIFO would block, a header declaring 240 GB would be allocated.
+    if path.endswith(".npy"):
+        shape, dtype, _ = npy_header(path)
+        if len(shape) not in (2, 3) or dtype.kind not in "fiu":
+            raise DataError(f"{path}: expected (L, D) or (N, L, D) numeric points, got shape {shape} dtype {dtype}")
+    else:
+        regular_file(path)
     try:
         a = np.load(path) if path.endswith(".npy") else np.loadtxt(path, delimiter=",", ndmin=2)
     except (OSError, ValueError) as e:
