@@ -145,6 +145,17 @@ def npy_header(path: str | os.PathLike, error: type[WallwmError] = DataError) ->
     """(shape, dtype, data offset) of the .npy file `path`, read from its header alone; `error` if it is
     not a regular file, has no readable header, holds objects or Fortran order, or its size on disk does
     not match what the header declares (truncated, trailing bytes, or a header claiming terabytes)."""
+    shape, dtype, offset, size = read_npy_header(path, error)
+    want = offset + math.prod(int(n) for n in shape) * dtype.itemsize
+    if size != want:
+        what = "truncated" if size < want else "has trailing bytes"
+        raise error(f"{path}: {what}: {size} bytes on disk, its header declares shape {list(shape)} {dtype} = {want} bytes")
+    return shape, dtype, offset
+
+
+def read_npy_header(path: str | os.PathLike, error: type[WallwmError] = DataError) -> tuple[tuple[int, ...], np.dtype, int, int]:
+    """(shape, dtype, data offset, size on disk) from the header alone, without the size check (callers
+    that report a size mismatch in their own words, e.g. `data check` per frame)."""
     size = regular_file(path, error)
     try:
         with open(path, "rb") as f:
@@ -160,11 +171,7 @@ def npy_header(path: str | os.PathLike, error: type[WallwmError] = DataError) ->
         raise error(f"{path}: holds Python objects (dtype {dtype}); only plain numeric arrays are read")
     if fortran:
         raise error(f"{path}: Fortran-ordered arrays are not supported")
-    want = offset + math.prod(int(n) for n in shape) * dtype.itemsize
-    if size != want:
-        what = "truncated" if size < want else "has trailing bytes"
-        raise error(f"{path}: {what}: {size} bytes on disk, its header declares shape {list(shape)} {dtype} = {want} bytes")
-    return tuple(int(n) for n in shape), dtype, offset
+    return tuple(int(n) for n in shape), dtype, offset, size
 
 
 # --- specs of decoded JSON ----------------------------------------------------------------------------
