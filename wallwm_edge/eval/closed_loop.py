@@ -21,6 +21,7 @@ evaluated with the same config see the same scenes AND the same noise (`noise_se
 
 from __future__ import annotations
 
+import functools
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class EvalConfig:
 INDEPENDENT_PHRASINGS = Path(__file__).with_name("independent_phrasings.json")
 
 
+@functools.cache
 def independent_phrasings() -> dict[str, tuple[str, ...]]:
     """Event key -> wordings written without the training templates (evaluation only, never trained on)."""
     import json
