@@ -79,7 +79,7 @@ def _row(job: dict, split: str | None = None) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/teacher")
-    p.add_argument("--data", default="data/mw64", help="the training dataset (defines seen scenes; unseen ones avoid its seeds)")
+    p.add_argument("--data", default="data/mw64b", help="the teacher's training dataset (MODEL_CARD.md) (defines seen scenes; unseen ones avoid its seeds)")
     p.add_argument("--episodes", type=int, default=10, help="generalization episodes per task and split (default 10)")
     p.add_argument("--tune-episodes", type=int, default=5, help="seen-split episodes per task per rule (default 5)")
     p.add_argument("--confirm-seeds", type=int, default=2, help="policy noise seeds of the seen-split check (default 2)")
