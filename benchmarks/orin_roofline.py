@@ -207,10 +207,11 @@ def matmul_flops(node, info) -> int:
     return 2 * _numel(out) * int(k)
 
 
-def count(model: onnx.ModelProto, batch: int = 1, float_bytes: int = 4) -> dict:
+def count(model: onnx.ModelProto, batch: int = 1, float_bytes: int = 4, inferred: tuple | None = None) -> dict:
     """FLOPs (matmul / other, and which of them run in int8) and bytes of one run of `model` at `batch`;
-    float_bytes=2 counts every float32 tensor (weights too) as fp16, as a TensorRT fp16 engine stores it."""
-    m, info = infer(model, batch)
+    float_bytes=2 counts every float32 tensor (weights too) as fp16, as a TensorRT fp16 engine stores it.
+    `inferred`: infer(model, batch)'s result when already at hand."""
+    m, info = inferred if inferred is not None else infer(model, batch)
     inits = {i.name for i in m.graph.initializer} | {o for n in m.graph.node if n.op_type == "Constant" for o in n.output}
     producer = {o: n for n in m.graph.node for o in n.output}
 
@@ -322,10 +323,11 @@ def main(argv=None) -> int:
 
     fp32_model = onnx.load(args.onnx)
     int8_model = onnx.load(args.onnx_int8)
-    c32 = count(fp32_model)
-    c8 = count(int8_model)
-    c16 = count(fp32_model, float_bytes=2)
-    c8h = count(int8_model, float_bytes=2)
+    inf32, inf8 = infer(fp32_model), infer(int8_model)
+    c32 = count(fp32_model, inferred=inf32)
+    c8 = count(int8_model, inferred=inf8)
+    c16 = count(fp32_model, float_bytes=2, inferred=inf32)
+    c8h = count(int8_model, float_bytes=2, inferred=inf8)
     b16 = c16["bytes"]
 
     figures: dict = {

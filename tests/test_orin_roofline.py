@@ -79,7 +79,7 @@ def test_main_on_shipped_student(tmp_path, monkeypatch):
     monkeypatch.setenv("WALLWM_BENCH_RESULTS", str(tmp_path))
     t = time.perf_counter()
     assert rf.main(["--quick"]) == 0
-    assert time.perf_counter() - t < 30
+    assert time.perf_counter() - t < 60  # ~1 s on an idle machine; slack for a loaded one
     out = list(tmp_path.glob("orin_roofline*.json"))
     assert len(out) == 1
     rec = json.loads(out[0].read_text())
