@@ -179,7 +179,8 @@ def plot(fig: dict, path: Path) -> Path:
     arms = [a for a in names if f"{a}_{splits[0]}_task_progress" in fig]
     w = 0.8 / len(arms)
     for i, arm in enumerate(arms):
-        ax.bar(x + (i - (len(arms) - 1) / 2) * w, [fig.get(f"{arm}_{s}_task_progress", 0) for s in splits], w, label=names[arm])
+        ax.bar(x + (i - (len(arms) - 1) / 2) * w, [fig.get(f"{arm}_{s}_task_progress", 0) for s in splits], w, label=names[arm],
+               yerr=[fig.get(f"{arm}_{s}_task_progress_se", 0) for s in splits], capsize=3)  # +- 1 standard error
     ax.set_xticks(x, splits)
     ax.set_ylabel("Task Progress (0-100)")
     ax.set_ylim(0, 100)
