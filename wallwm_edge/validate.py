@@ -186,13 +186,16 @@ def _at(path: str, key) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _range_text(lo, hi) -> str:
+    return f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
+
+
 def integer(lo: int | None = None, hi: int | None = None) -> Spec:
     def check(v, at):
         if isinstance(v, bool) or not isinstance(v, int):
             return [(at, f"must be an integer, got {describe(v)}")]
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            rng = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
-            return [(at, f"must be {rng}, got {v}")]
+            return [(at, f"must be {_range_text(lo, hi)}, got {v}")]
         return []
     return check
 
@@ -207,8 +210,7 @@ def number(lo: float | None = None, hi: float | None = None, positive: bool = Fa
         if positive and v <= 0:
             return [(at, f"must be > 0, got {describe(v)}")]
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            rng = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
-            return [(at, f"must be {rng}, got {describe(v)}")]
+            return [(at, f"must be {_range_text(lo, hi)}, got {describe(v)}")]
         return []
     return check
 
