@@ -64,6 +64,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--out", default=None, help="write the results JSON here")
     p.set_defaults(func=run)
+    register_dagger(sub)
 
 
 def _list(s):
@@ -115,4 +116,45 @@ def run(args) -> int:
         print(f"wrote {path}")
     if "generalization" in summary:
         print(json.dumps({"generalization_task_progress": round(summary["generalization"]["task_progress"], 2)}))
+    return 0
+
+
+DAGGER_EXAMPLES = """\
+examples:
+  wallwm-edge dagger checkpoints/teacher --data data/mw --out data/mw_dagger --rollouts 2 --workers 2
+  wallwm-edge train data/mw_dagger --out runs/teacher_dg --init checkpoints/teacher --steps 6000 --threads 1
+
+One rollout: a training scene of --data, the policy closed loop (as in eval) for k steps, k uniform in
+[--min-takeover, --max-takeover]; then the scripted expert finishes the task and that takeover is recorded
+as a new episode (tag "dagger"). --out holds --data's episodes (hard links) plus the takeovers.
+"""
+
+
+def register_dagger(sub) -> None:
+    from wallwm_edge.eval.dagger import DaggerConfig
+
+    d = DaggerConfig()
+    p = sub.add_parser("dagger", help="on-policy data: the policy drives, the scripted expert takes over (DAgger)",
+                       description="Collect DAgger takeovers of a checkpoint on the training scenes of a dataset.\n\n" + DAGGER_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("policy", help="checkpoint (model.safetensors or run folder)")
+    p.add_argument("--data", required=True, help="the dataset the policy was trained on (its scenes are replayed)")
+    p.add_argument("--out", required=True, help="new dataset folder: --data's episodes plus the takeovers")
+    p.add_argument("--rollouts", type=int, default=d.rollouts_per_scene, help=f"takeovers per scene (default {d.rollouts_per_scene})")
+    p.add_argument("--min-takeover", type=int, default=d.min_takeover, help=f"fewest policy steps before the takeover (default {d.min_takeover})")
+    p.add_argument("--max-takeover", type=int, default=d.max_takeover, help=f"most policy steps before the takeover (default {d.max_takeover})")
+    p.add_argument("--seed", type=int, default=d.seed, help="takeover steps, policy noise and instruction draws (default 0)")
+    p.add_argument("--workers", type=int, default=1, help="processes, one torch thread each (default 1)")
+    p.set_defaults(func=run_dagger)
+
+
+def run_dagger(args) -> int:
+    import json
+
+    from wallwm_edge.eval.dagger import DaggerConfig, collect
+
+    cfg = DaggerConfig(rollouts_per_scene=args.rollouts, min_takeover=args.min_takeover, max_takeover=args.max_takeover, seed=args.seed)
+    summary = collect(args.policy, args.data, args.out, cfg, workers=args.workers)
+    print(json.dumps(summary))
+    print(f"next: wallwm-edge train {args.out} --out runs/dagger --init {args.policy} --steps 6000 --threads 1")
     return 0

@@ -49,9 +49,15 @@ def episode_seed(seed: int, task: str, index: int, attempt: int) -> int:
 
 def rollout(env, seed: int):
     """Run the expert from reset(seed) to success (or max_steps). Returns arrays, trace and success."""
+    return record_expert(env, env.reset(seed))
+
+
+def record_expert(env, obs: dict):
+    """Run the expert from the env's current state (observation `obs`) to success or max_steps, recording
+    every frame. From reset this is an expert episode; from a state a policy drove the arm into, it is an
+    on-policy takeover (wallwm_edge.eval.dagger). Returns arrays, trace and success."""
     from wallwm_edge.events.phases import Trace
 
-    obs = env.reset(seed)
     frames, actions, proprio, poses, states = [], [], [], [], []
     grip_cmd = []
     render = env.renderer is not None
@@ -82,6 +88,35 @@ def rollout(env, seed: int):
     return arrays, trace, bool(obs["success"])
 
 
+def build_episode(env, task: str, episode_id: str, seed: int, arrays: dict, trace, split_tags=(), extra=None):
+    """A successful recording as an `Episode` (events derived from its trace; not written)."""
+    from wallwm_edge.data.episode import Episode
+    from wallwm_edge.events.phases import derive_events
+    from wallwm_edge.events.vocab import task_spec
+
+    T = len(arrays["actions"])
+    rig = env.rig.with_poses(arrays["cam_poses"][0])  # the wrist camera's pose at the first recorded frame
+    tags = ("heldout_task" if task_spec(task).heldout else "seen_task",)
+    if env.config.jitter_pos_m > 0 or env.config.jitter_rot_deg > 0:
+        tags += ("novel_scene",)
+    return Episode(
+        episode_id=episode_id,
+        task=task,
+        frames=arrays["frames"],
+        actions=arrays["actions"],
+        proprio=arrays["proprio"],
+        timestamps=np.arange(T, dtype=np.float64) / env.fps,
+        cam_poses=arrays["cam_poses"],
+        rig=rig,
+        events=tuple(derive_events(trace, task)),
+        seed=int(seed),
+        fps=env.fps,
+        success=True,
+        split_tags=tags + tuple(split_tags),
+        extra=dict(extra or {}),
+    )
+
+
 # --- worker ------------------------------------------------------------------------------------------
 _ENVS: dict = {}
 
@@ -99,38 +134,14 @@ def _env_for(cfg: GenConfig, task: str):
 def make_episode(cfg: GenConfig, task: str, index: int):
     """One successful expert episode as an `Episode` (not written), plus the number of failed attempts.
     Returns (None, attempts) if every attempt failed."""
-    from wallwm_edge.data.episode import Episode
-    from wallwm_edge.events.phases import derive_events
-    from wallwm_edge.events.vocab import task_spec
-
     env = _env_for(cfg, task)
     for attempt in range(cfg.max_attempts):
         s = episode_seed(cfg.seed, task, index, attempt)
         arrays, trace, success = rollout(env, s)
         if not success:
             continue
-        T = len(arrays["actions"])
-        rig = env.rig  # poses of the wrist camera are per frame in cam_poses; the rig holds frame T-1's
-        rig = rig.with_poses(arrays["cam_poses"][0])
-        tags = ("heldout_task" if task_spec(task).heldout else "seen_task",)
-        if cfg.jitter_pos_m > 0 or cfg.jitter_rot_deg > 0:
-            tags += ("novel_scene",)
-        ep = Episode(
-            episode_id=f"{task}_s{index:05d}",
-            task=task,
-            frames=arrays["frames"],
-            actions=arrays["actions"],
-            proprio=arrays["proprio"],
-            timestamps=np.arange(T, dtype=np.float64) / env.fps,
-            cam_poses=arrays["cam_poses"],
-            rig=rig,
-            events=tuple(derive_events(trace, task)),
-            seed=s,
-            fps=env.fps,
-            success=True,
-            split_tags=tags + tuple(cfg.split_tags),
-            extra={"source": "metaworld-expert", "attempt": attempt},
-        )
+        ep = build_episode(env, task, f"{task}_s{index:05d}", s, arrays, trace, cfg.split_tags,
+                           {"source": "metaworld-expert", "attempt": attempt})
         return ep, attempt
     return None, cfg.max_attempts
 

@@ -185,6 +185,13 @@ class MetaWorldEnv:
         self._obs = self._observe()
         return self._obs
 
+    def observe(self) -> dict:
+        """The observation of the current state, rendered afresh (after steps taken without images)."""
+        if self._obs is None:
+            raise RuntimeError("call reset(seed) before observe()")
+        self._obs = self._observe()
+        return self._obs
+
     def expert_action(self) -> np.ndarray:
         """The metaworld scripted expert's action for the current state, clipped to [-1, 1], (4,) float32."""
         return np.clip(self.policy.get_action(self._state), -1.0, 1.0).astype(np.float32)

@@ -12,6 +12,7 @@ examples:
   wallwm-edge train data/mw --out runs/teacher --preset teacher --steps 2000 --threads 1
   wallwm-edge train data/mw --out runs/fixed --preset teacher --mode unified      (fixed-chunk ablation)
   wallwm-edge train data/mw --out runs/teacher --resume --steps 4000             (exact resume, extend)
+  wallwm-edge train data/mw_dagger --out runs/ft --init checkpoints/teacher --steps 6000   (fine-tune, e.g. on DAgger data)
   torchrun --nproc-per-node 2 -m wallwm_edge.cli train data/mw --out runs/ddp    (DDP, gloo on CPU)
 
 writes RUN/model.safetensors (Policy.from_checkpoint), RUN/train_state.safetensors (resume), RUN/loss.csv
@@ -37,6 +38,8 @@ def register(sub) -> None:
     p.add_argument("--track", default="subtask", help="event track defining training events (default subtask)")
     p.add_argument("--split", default=None, help="train only on episodes with this split tag")
     p.add_argument("--horizon", type=int, default=None, help="override the preset's L_max / chunk length")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="fine-tune: start from this checkpoint's weights and model (fresh optimizer and schedule; --preset unused)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--stop-at", type=int, default=None, help="stop (and checkpoint) at this step; resume later")
     p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint period in steps (default 200)")
@@ -66,7 +69,8 @@ def run(args) -> int:
     overrides = (("horizon", args.horizon),) if args.horizon else ()
     tcfg = TrainConfig(preset=args.preset, mode=args.mode, steps=args.steps or 2000, batch_size=args.batch_size, lr=args.lr,
                        muon_lr=args.muon_lr, optimizer=args.optimizer, warmup=args.warmup, seed=args.seed, track=args.track,
-                       split=args.split, ckpt_every=args.ckpt_every, log_every=args.log_every, model_overrides=overrides)
+                       split=args.split, ckpt_every=args.ckpt_every, log_every=args.log_every, model_overrides=overrides,
+                       init=str(args.init) if args.init else None)
     embed = hash_embedder() if args.text_encoder == "hash" else default_embedder()
     try:
         if args.resume:  # the saved recipe is used; only --steps may extend it

@@ -58,6 +58,9 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 200
     model_overrides: tuple[tuple[str, object], ...] = ()  # e.g. (("horizon", 24),)
+    # Fine-tune: start from this checkpoint's weights, model config, autoencoder and normalizers (fresh
+    # optimizers and schedule); preset and model_overrides are then unused. None: train from scratch.
+    init: str | None = None
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -128,6 +131,15 @@ class Trainer:
                 raise ConfigError(f"{self.out}: checkpoint was trained on dataset {header.get('dataset')}, {ds.root} has fingerprint {fingerprint}: resume on the same data")
             cfg = ModelConfig.from_json(header["config"])
             cfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size, where=f"dataset {ds.root}")
+        elif tcfg is not None and tcfg.init:
+            from wallwm_edge.model.checkpoint import model_config
+
+            init_header = read_header(tcfg.init)
+            cfg = model_config(init_header, tcfg.init)
+            if cfg.mode != tcfg.mode:
+                raise ConfigError(f"{tcfg.init}: the checkpoint is a {cfg.mode}-mode model, --mode says {tcfg.mode}")
+            cfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size,
+                           where=f"dataset {ds.root}")
         else:
             tcfg = tcfg or TrainConfig()
             cfg = resolve(tcfg.preset, views=ds.views, image_size=ds.image_size, action_dim=ds.info["action_dim"],
@@ -147,6 +159,9 @@ class Trainer:
         if resume:
             model, _ = load_model(self.out / MODEL_FILE)
             self.ae_explained = header.get("autoencoder_explained_variance")
+        elif tcfg.init:
+            model, init_header = load_model(tcfg.init)  # its autoencoder and normalizers are what the weights learned on
+            self.ae_explained = init_header.get("autoencoder_explained_variance")
         else:
             model = WallWM(cfg)
             self.ae_explained = model.ae.fit(self.source.ae_patches(np.random.default_rng(tcfg.seed + 1), tcfg.ae_frames))
