@@ -198,3 +198,49 @@ def test_plan_file_for_unknown_task(tmp_path, capsys):
 
 def test_errors_are_wallwm_errors():
     assert issubclass(ConfigError, WallwmError)
+
+
+# ---------------------------------------------------------------- issue 14 item 7: splits --tasks empties, recorded size
+
+def test_tasks_that_empty_a_split_are_named_on_stderr_and_recorded(tmp_path, capsys):
+    """--tasks with seen tasks only leaves heldout_task empty: one stderr line names it and why, the
+    generalization figure says it averages two splits without heldout_task, and the JSON keeps both lists."""
+    from wallwm_edge.cli import main
+
+    out = tmp_path / "ev.json"
+    rc = main(["eval", "noop", "--splits", "novel_scene,heldout_task", "--tasks", TASK, "--episodes", "1",
+               "--max-steps", "4", "--out", str(out)])
+    cap = capsys.readouterr()
+    assert rc == 0
+    assert "split heldout_task not evaluated: --tasks names none of its held-out tasks" in cap.err
+    assert "(mean of novel_scene; without heldout_paraphrase, heldout_task)" in cap.out
+    doc = json.loads(out.read_text())
+    assert doc["config"]["splits"] == ["novel_scene"]
+    assert doc["config"]["splits_requested"] == ["novel_scene", "heldout_task"]
+    assert set(doc["config"]["splits_dropped"]) == {"heldout_task"}
+    assert doc["summary"]["generalization"]["missing"] == ["heldout_paraphrase", "heldout_task"]
+    assert '"generalization_missing": ["heldout_paraphrase", "heldout_task"]' in cap.out
+
+
+def test_tasks_that_empty_every_split_are_refused_in_one_line(capsys):
+    from wallwm_edge.cli import main
+
+    assert main(["eval", "expert", "--splits", "heldout_task", "--tasks", TASK, "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "leaves every requested split (heldout_task) empty" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_results_json_records_the_checkpoints_own_size_and_views(tmp_path, capsys):
+    """A 32x32 checkpoint evaluated with the --size default (meant for reference policies) runs and is
+    recorded at 32x32; an explicit --size that differs is named as ignored."""
+    from wallwm_edge.cli import main
+
+    ckpt = _checkpoint(tmp_path / "m.safetensors", size=(32, 32))
+    out = tmp_path / "ev.json"
+    rc = main(["eval", str(ckpt), "--text-encoder", "hash", "--splits", "seen", "--tasks", TASK, "--episodes", "1",
+               "--max-steps", "2", "--size", "96", "--out", str(out)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "--size 96 ignored: the checkpoint is evaluated at its own 32x32" in cap.err
+    cfg = json.loads(out.read_text())["config"]
+    assert cfg["image_size"] == [32, 32] and cfg["views"] == list(VIEWS)

@@ -21,6 +21,7 @@ def test_summary_weights_tasks_equally_and_means_generalization():
     assert s["seen"]["success_rate"] == 25.0
     g = s["generalization"]
     assert g["splits"] == ["novel_scene", "heldout_task"]
+    assert g["missing"] == ["heldout_paraphrase"]  # a mean over fewer than the three says so
     assert math.isclose(g["task_progress"], (200 / 3 + 100.0) / 2)
 
 
@@ -33,6 +34,7 @@ def test_table_has_a_row_per_task_and_split(tmp_path):
     assert any(l.startswith("seen") and "pick-place-v3" in l and "100.0" in l for l in lines)
     assert any("push-v3" in l and "33.3" in l for l in lines)
     assert lines[-1].startswith("generalization")
+    assert "(mean of heldout_paraphrase; without novel_scene, heldout_task)" in lines[-1]
     path = write_json(tmp_path / "sub" / "r.json", s, results, {"policy": "x"})
     doc = json.loads(path.read_text())
     assert doc["format"] == "wallwm-eval/1" and doc["policy"] == "x"

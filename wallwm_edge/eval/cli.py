@@ -54,7 +54,8 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, help="the training dataset: its generator seed defines the seen scenes, and unseen "
                    "scenes are checked against its seeds")
     p.add_argument("--train-seed", type=int, default=None, help="generator seed of the training data (default: from --data, else 0)")
-    p.add_argument("--size", default="96", help="image size for the reference policies (checkpoints use their own; default 96)")
+    p.add_argument("--size", default=None, help="image size for the reference policies (default 96); a checkpoint is always "
+                   "evaluated at its own size and views, which the results JSON records")
     p.add_argument("--jitter-pos", type=float, default=0.02, help="novel_scene camera position jitter, metres (default 0.02)")
     p.add_argument("--jitter-rot", type=float, default=3.0, help="novel_scene camera rotation jitter, degrees (default 3)")
     p.add_argument("--flow-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
@@ -73,11 +74,13 @@ def _list(s):
 
 def run(args) -> int:
     import json
+    import sys
 
     from wallwm_edge.errors import ConfigError
     from wallwm_edge.eval.actors import make_actor
-    from wallwm_edge.eval.closed_loop import EvalConfig, evaluate, task_catalog
+    from wallwm_edge.eval.closed_loop import EvalConfig, evaluate, resolve_config, task_catalog
     from wallwm_edge.eval.report import format_table, summarize, write_json
+    from wallwm_edge.eval.splits import SPLITS, plan_splits
 
     if args.threads:
         import torch
@@ -91,31 +94,46 @@ def run(args) -> int:
         exclude = frozenset(int(ep.seed) for ep in ds)  # episodes open memory-mapped: only meta.json is read
         if train_seed is None:
             train_seed = int((ds.info.get("generator") or {}).get("seed", 0))
-    size = args.size.lower().split("x")
+    size = (args.size or "96").lower().split("x")
     try:
         image_size = (int(size[0]), int(size[-1]))
     except ValueError:
         raise ConfigError(f"--size must be N or HxW, got {args.size!r}") from None
+    # Before any model loads: --tasks may empty a requested split (seen tasks only -> no heldout_task);
+    # say so, and refuse when nothing is left (plan_splits raises), never a quietly smaller evaluation.
+    requested = _list(args.splits) or SPLITS
+    kept, dropped = plan_splits(requested, _list(args.tasks))
+    for name, why in dropped.items():
+        print(f"eval: split {name} not evaluated: {why}", file=sys.stderr)
     plans = None
     if args.plan:
         from wallwm_edge.runtime.planner import load_plans
 
         plans = load_plans(args.plan, task_catalog())
-    cfg = EvalConfig(splits=_list(args.splits), tasks=_list(args.tasks), episodes=args.episodes, max_steps=args.max_steps,
+    cfg = EvalConfig(splits=requested, tasks=_list(args.tasks), episodes=args.episodes, max_steps=args.max_steps,
                      event_cap=args.event_cap, plan_end=args.plan_end,
                      done_threshold=args.done_threshold, cut_threshold=args.cut_threshold, max_exec=args.max_exec, end_confirm=args.end_confirm, min_event_steps=args.min_event_steps, image_size=image_size, jitter_pos_m=args.jitter_pos, jitter_rot_deg=args.jitter_rot,
                      train_seed=train_seed or 0, seed=args.seed, exclude_seeds=exclude)
     actor = make_actor(args.policy, flow_steps=args.flow_steps, seed=args.seed, text_encoder=args.text_encoder)
+    resolved = resolve_config(actor, cfg)
+    if args.size and resolved.image_size != image_size:
+        print(f"eval: --size {args.size} ignored: the checkpoint is evaluated at its own "
+              f"{resolved.image_size[0]}x{resolved.image_size[1]}", file=sys.stderr)
+    cfg = resolved
     results = evaluate(actor, cfg, plans=plans)
     summary = summarize(results)
     print(format_table(summary))
     if args.out:
-        meta = {"policy": args.policy, "mode": actor.mode, "config": {k: (sorted(v) if isinstance(v, frozenset) else v)
-                                                                       for k, v in cfg.__dict__.items() if k != "exclude_seeds"}}
+        config = {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in cfg.__dict__.items() if k != "exclude_seeds"}
+        # "splits": those evaluated; what was asked for and what --tasks emptied are kept beside them.
+        config.update(splits=[s.name for s in kept], splits_requested=list(requested), splits_dropped=dropped)
+        meta = {"policy": args.policy, "mode": actor.mode, "config": config}
         path = write_json(args.out, summary, results, meta)
         print(f"wrote {path}")
     if "generalization" in summary:
-        print(json.dumps({"generalization_task_progress": round(summary["generalization"]["task_progress"], 2)}))
+        g = summary["generalization"]
+        print(json.dumps({"generalization_task_progress": round(g["task_progress"], 2), "generalization_splits": g["splits"],
+                          "generalization_missing": g["missing"]}))
     return 0
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import random
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from wallwm_edge.events.end_rule import EndRule
@@ -175,6 +175,14 @@ def run_episode(env, actor, task: str, seed: int, split: Split, cfg: EvalConfig,
     return EpisodeResult(split.name, task, int(seed), bool(tracker.success), tracker.completed, tracker.total, steps, events)
 
 
+def resolve_config(actor, cfg: EvalConfig) -> EvalConfig:
+    """The config as it will run: a checkpoint renders at its own views and image size (cfg's are for the
+    reference policies), so what is recorded is what was evaluated."""
+    if getattr(actor, "views", None):
+        return replace(cfg, views=tuple(actor.views), image_size=tuple(actor.image_size))
+    return cfg
+
+
 def evaluate(actor, cfg: EvalConfig, plans=None, progress: bool = True) -> list[EpisodeResult]:
     """Every (split, task, episode) in a fixed order; returns the episode results."""
     from tqdm import tqdm
@@ -188,9 +196,8 @@ def evaluate(actor, cfg: EvalConfig, plans=None, progress: bool = True) -> list[
     if actor.action_dim != ACTION_DIM:
         raise ConfigError(f"the policy's action dim is {actor.action_dim}, the Meta-World env's is {ACTION_DIM} (dx, dy, dz, gripper)")
     end_rule(cfg)  # a bad rule is refused before any env is built
-    views, image_size = cfg.views, cfg.image_size
-    if getattr(actor, "views", None):
-        views, image_size = actor.views, actor.image_size
+    resolved = resolve_config(actor, cfg)
+    views, image_size = resolved.views, resolved.image_size
     splits = make_splits(cfg.splits, cfg.tasks)
     jobs = [(s, t, i) for s in splits for t in s.tasks for i in range(cfg.episodes)]
     envs: dict = {}

@@ -6,7 +6,8 @@ Metrics (the paper's, DESIGN.md):
   `wallwm_edge/eval/progress.py` for how an event counts as completed).
 A split's figure is the mean over its tasks (each task weighted equally, so a split's number does not
 depend on how many episodes each task happened to get); the generalization figure is the mean of the
-generalization splits' figures. Every mean carries its standard error (`*_se`): a split's is the
+generalization splits' figures, and it names the splits it averages and those it lacks ("missing"): a
+figure over fewer than the three is never passed off as the full one. Every mean carries its standard error (`*_se`): a split's is the
 standard error of an equal-weight mean of per-task means, sqrt(sum_t s_t^2 / n_t) / T with s_t the
 episode-to-episode standard deviation within task t; the generalization figure's combines its splits'.
 `paired_difference` compares two runs episode by episode (same task and scene seed), the figure to use
@@ -109,6 +110,7 @@ def summarize(results: list[EpisodeResult]) -> dict:
 
         out["generalization"] = {
             "splits": [s for s in GENERALIZATION_SPLITS if s in out],
+            "missing": [s for s in GENERALIZATION_SPLITS if s not in out],
             "success_rate": _mean(g["success_rate"] for g in gen),
             "success_rate_se": math.sqrt(sum(g["success_rate_se"] ** 2 for g in gen)) / len(gen),
             "task_progress": _mean(g["task_progress"] for g in gen),
@@ -133,7 +135,9 @@ def format_table(summary: dict) -> str:
         rows.append((split, "(mean over tasks)", str(s["episodes"]), _pm(s, "success_rate"), _pm(s, "task_progress")))
     if "generalization" in summary:
         g = summary["generalization"]
-        rows.append(("generalization", "(mean of " + ", ".join(g["splits"]) + ")", "", _pm(g, "success_rate"), _pm(g, "task_progress")))
+        missing = g.get("missing") or []
+        label = "(mean of " + ", ".join(g["splits"]) + ("; without " + ", ".join(missing) if missing else "") + ")"
+        rows.append(("generalization", label, "", _pm(g, "success_rate"), _pm(g, "task_progress")))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = []
     for j, r in enumerate(rows):

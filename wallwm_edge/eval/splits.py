@@ -41,7 +41,19 @@ class Split:
 
 
 def make_splits(names=SPLITS, tasks: tuple[str, ...] | None = None) -> list[Split]:
-    """The named splits; `tasks` restricts every split to these tasks (a split left empty is dropped)."""
+    """The named splits; `tasks` restricts every split to these tasks (a split left empty is dropped:
+    `dropped_splits` says which and why, for the caller to tell the user)."""
+    return plan_splits(names, tasks)[0]
+
+
+def dropped_splits(names=SPLITS, tasks: tuple[str, ...] | None = None) -> dict[str, str]:
+    """{split: why it has no task} for the requested splits that `tasks` leaves empty."""
+    return plan_splits(names, tasks)[1]
+
+
+def plan_splits(names=SPLITS, tasks: tuple[str, ...] | None = None) -> tuple[list[Split], dict[str, str]]:
+    """(the splits kept, {split dropped: reason}). A --tasks list of seen tasks empties heldout_task, and
+    the reverse empties the others: that must be said, never a quietly smaller evaluation."""
     from wallwm_edge.events.vocab import HELDOUT_TASKS, SEEN_TASKS, TASKS
 
     if tasks is not None:
@@ -55,17 +67,21 @@ def make_splits(names=SPLITS, tasks: tuple[str, ...] | None = None) -> list[Spli
         "heldout_task": (HELDOUT_TASKS, "caption", False, False),
         "independent_phrasing": (SEEN_TASKS, "independent", True, False),
     }
-    out = []
+    out, dropped = [], {}
     for n in names:
         if n not in defs:
             raise ConfigError(f"unknown split {n!r}; splits: {', '.join(SPLITS + EXTRA_SPLITS)}")
-        ts, style, train_scenes, jitter = defs[n]
-        ts = tuple(t for t in ts if tasks is None or t in tasks)
+        all_ts, style, train_scenes, jitter = defs[n]
+        ts = tuple(t for t in all_ts if tasks is None or t in tasks)
         if ts:
             out.append(Split(n, ts, style, train_scenes, jitter))
+        else:
+            kind = "held-out" if all_ts == HELDOUT_TASKS else "seen"
+            dropped[n] = f"--tasks names none of its {kind} tasks ({', '.join(all_ts)})"
     if not out:
-        raise ConfigError(f"no task of {list(tasks or [])} falls in the splits {list(names)}")
-    return out
+        raise ConfigError(f"--tasks {','.join(tasks or [])} leaves every requested split ({', '.join(names)}) empty: "
+                          f"seen tasks: {', '.join(SEEN_TASKS)}; held-out tasks: {', '.join(HELDOUT_TASKS)}")
+    return out, dropped
 
 
 def scene_seed(split: Split, task: str, index: int, train_seed: int = 0) -> int:
