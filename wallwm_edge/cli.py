@@ -22,9 +22,9 @@ from wallwm_edge.errors import WallwmError
 COMMAND_MODULES = [
     "wallwm_edge.data.cli",  # data generate | check | stats | import-lerobot
     "wallwm_edge.train.cli",  # train
-    "wallwm_edge.train.distill_cli",  # distill, quantize
+    "wallwm_edge.train.distill_cli",  # distill
     "wallwm_edge.eval.cli",  # eval
-    "wallwm_edge.export.cli",  # export
+    "wallwm_edge.export.cli",  # quantize, export, export-encoder
     "wallwm_edge.calibration.cli",  # calibrate (+ calibrate check)
     "wallwm_edge.runtime.cli",  # run, demo
     "wallwm_edge.bridge.cli",  # bridge, fw-sim

@@ -46,3 +46,18 @@ def exported_tiny(tmp_path_factory):
 @pytest.fixture
 def make_tiny():
     return tiny_model
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """Four synthetic episodes on the VIEWS rig: real dataset batches for int8 calibration and gate inputs."""
+    from wallwm_edge.data.dataset import Dataset
+    from wallwm_edge.data.synthetic import synthetic_episode
+
+    root = tmp_path_factory.mktemp("synthetic") / "ds"
+    ds = Dataset.create(root, views=list(VIEWS), image_size=(32, 32), action_dim=4, proprio_dim=4, fps=10.0, name="synthetic")
+    for i, task in enumerate(("pick-place-v3", "push-v3") * 2):
+        ds.append(synthetic_episode(f"{task}_s{i:05d}", task=task, T=24, seed=i))
+    ds.finalize()
+    return root
+

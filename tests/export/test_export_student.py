@@ -10,10 +10,9 @@ import torch
 from wallwm_edge.errors import DataError
 from wallwm_edge.export import onnx_export, parity
 from wallwm_edge.export.sidecar import caption_embedding, read_sidecar, write_sidecar
-from wallwm_edge.export.student import (
-    ACTION_BOUNDARY, check_parity, eager, gate_or_remove, random_feeds, sidecar_info,
-)
+from wallwm_edge.export.student import check_parity, eager, gate_or_remove, random_feeds, sidecar_info
 from wallwm_edge.model.attention import masked_attention
+from wallwm_edge.model.boundary import ACTION_BOUNDARY
 
 
 def feeds(model, kind, n=2, batch=3, seed=100):

@@ -13,10 +13,11 @@ from wallwm_edge.errors import ConfigError
 from wallwm_edge.export import onnx_export, parity
 from wallwm_edge.export import student as st
 from wallwm_edge.export.sidecar import read_sidecar
+from wallwm_edge.model.boundary import ACTION_BOUNDARY
 from wallwm_edge.model.checkpoint import save_model
 from wallwm_edge.model.denoiser import WallWM
 from wallwm_edge.model.presets import resolve
-from wallwm_edge.train.quantize import quantize_variants, variant_path
+from wallwm_edge.export.quantize import quantize_variants, variant_path
 from wallwm_edge.train.samples import SampleSource, hash_embedder
 
 VIEWS = ("corner", "top", "gripper")
@@ -77,7 +78,7 @@ def test_action_boundary_stays_float_in_int8(exported):
     g = onnx.load(str(variant_path(fp32, "int8")))
     produced_by = {o: n for n in g.graph.node for o in n.output}
     quantized_inputs = lambda n: [i for i in n.input if i in produced_by and produced_by[i].op_type == "DequantizeLinear"]  # noqa: E731
-    boundary = set(onnx_export.nodes_under(g, st.ACTION_BOUNDARY))
+    boundary = set(onnx_export.nodes_under(g, ACTION_BOUNDARY))
     matmuls = [n for n in g.graph.node if n.op_type in ("MatMul", "Gemm")]
     assert any(quantized_inputs(n) for n in matmuls if n.name not in boundary)  # the trunk is int8
     for n in matmuls:
@@ -129,7 +130,7 @@ def test_shared_transposed_weights_are_folded_once(tmp_path):
     become MatMuls on one transposed initializer, with identical outputs."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from wallwm_edge.train.quantize import fold_weight_transposes
+    from wallwm_edge.export.quantize import fold_weight_transposes
 
     W = np.random.default_rng(0).normal(size=(5, 5)).astype(np.float32)
     nodes = [helper.make_node("Transpose", ["W"], ["Wt1"]), helper.make_node("MatMul", ["x", "Wt1"], ["h"]),
@@ -157,7 +158,7 @@ def test_calib_method_changes_the_calibration_and_entropy_is_refused(exported, t
 
     from onnx import numpy_helper
 
-    from wallwm_edge.train.quantize import quantize_int8
+    from wallwm_edge.export.quantize import quantize_int8
 
     model, _, fp32, source = exported
     calib = st.dataset_feeds(model.cfg, source, 8, 4, seed=5, kind="sample")

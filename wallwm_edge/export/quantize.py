@@ -14,7 +14,8 @@ Choices, and why:
   FLOPs; quantizing Add/Softmax/LayerNorm, or the attention products between two activations, buys
   little speed and costs accuracy (see `weight_matmuls`).
 - The action boundary stays float (float32 here, float16 in the fp16 variant only where safe): the
-  time embedding, the action input/output projections and the termination head. Public Jetson work
+  time embedding, the action input/output projections and their norm, and the termination head
+  (`wallwm_edge.model.boundary.ACTION_BOUNDARY`, the one list every variant uses). Public Jetson work
   on world action models found these break under int8: the time embedding's sinusoid features and the
   action projections carry small, precise values that one int8 scale per tensor cannot resolve.
   They are found by module path in the ONNX metadata (`onnx_export.nodes_under`), never by node name.
@@ -41,10 +42,7 @@ import numpy as np
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.export.onnx_export import nodes_under
 from wallwm_edge.export.parity import ParityError
-
-# Module-path components of the action boundary (DESIGN.md decision 4). Any module whose dotted path
-# contains one of these components stays in float.
-ACTION_BOUNDARY = ("time_embed", "action_in", "action_out", "termination")
+from wallwm_edge.model.boundary import ACTION_BOUNDARY  # any module whose dotted path has one of these stays float
 QUANT_OPS = ("MatMul", "Gemm")
 CALIB_METHODS = ("percentile", "minmax")  # activation range calibration; see the module docstring for entropy
 
@@ -290,7 +288,7 @@ def quantize_variants(model, header: dict, fp32_path: str | os.PathLike, precisi
     from wallwm_edge.export import student as st
     from wallwm_edge.export.sidecar import read_sidecar, write_sidecar
 
-    keep = tuple(keep) if keep is not None else st.ACTION_BOUNDARY
+    keep = tuple(keep) if keep is not None else ACTION_BOUNDARY
     parent = read_sidecar(fp32_path)
     kind, steps = parent["kind"], int(parent["steps"])
     captions = captions if captions is not None else parent.get("captions", {})

@@ -33,11 +33,8 @@ from torch import nn
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.export import onnx_export, parity
 from wallwm_edge.export.sidecar import write_sidecar
+from wallwm_edge.model.boundary import ACTION_BOUNDARY
 from wallwm_edge.model.denoiser import WallWM
-
-# The action boundary of WallWM (kept float in every variant): time embedding, action in/out
-# projections and their norm, termination head. Module names from model/denoiser.py.
-ACTION_BOUNDARY = ("time_mlp", "action_in", "action_norm_out", "action_out", "end_head")
 
 
 class SampleGraph(nn.Module):
@@ -349,7 +346,7 @@ def _export_into(model, header, checkpoint, out_dir: Path, name, graphs, steps, 
                  gate_samples, batch, calib_samples, seed, progress, exporter, calib_method) -> dict:
     from tqdm import tqdm
 
-    from wallwm_edge.train.quantize import quantize_variants, size_mb
+    from wallwm_edge.export.quantize import quantize_variants, size_mb
 
     cfg = model.cfg
     captions = caption_table(source, embed, cfg)

@@ -19,10 +19,11 @@ The build profile JSON: {"name", "precision": "fp16"|"int8", "batch": [min, opt,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from wallwm_edge.errors import ConfigError, WallwmError, read_json_object
+from wallwm_edge.model.boundary import ACTION_BOUNDARY
 
 
 class TensorRTUnavailable(WallwmError):
@@ -36,7 +37,7 @@ class BuildProfile:
     batch: tuple[int, int, int] = (1, 1, 4)  # min, opt, max of every dynamic batch axis
     workspace_mb: int = 1024
     builder_optimization_level: int = 3
-    fp32_layers_matching: tuple[str, ...] = field(default=("time_embed", "action_in", "action_out", "termination"))
+    fp32_layers_matching: tuple[str, ...] = ACTION_BOUNDARY  # what a profile JSON that names none pins
 
     def validate(self, where: str = "build profile") -> "BuildProfile":
         if self.precision not in ("fp16", "int8", "fp32"):

@@ -1,11 +1,10 @@
-"""`wallwm-edge distill` (teacher -> student) and `wallwm-edge quantize` (float32 ONNX -> float16 / int8)."""
+"""`wallwm-edge distill`: teacher -> student (quantizing the exported student is `wallwm-edge quantize`, in export/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from wallwm_edge.cli import comma_list
 
 DISTILL_EXAMPLES = """\
 examples:
@@ -18,18 +17,6 @@ writes RUN/model.safetensors (a normal checkpoint: eval, export and Policy take 
 (resume), RUN/{train,eval}_teacher_targets.safetensors (the teacher's labels, reused on resume).
 A key map is JSON {"rules": [[regex, replacement], ...], "drop": [regex, ...]} or python:module:function.
 """
-
-QUANT_EXAMPLES = """\
-examples:
-  wallwm-edge quantize checkpoints/student --onnx checkpoints/student/student.sample.onnx --data data/mw
-  wallwm-edge quantize runs/student --onnx out/student.sample.onnx --data data/mw --precisions int8 --calib-samples 128
-
-writes NAME.int8.onnx / NAME.fp16.onnx + sidecars beside the float32 ONNX (made by `wallwm-edge export`),
-each gated against the eager model (int8: cosine >= 0.98; fp16: cosine >= 0.99, L1 <= 0.05), and prints
-size and accuracy per variant. The action boundary (time embedding, action in/out, termination head)
-stays float.
-"""
-
 
 def register(sub) -> None:
     p = sub.add_parser("distill", help="distill a teacher checkpoint into a 1-2 step student",
@@ -64,25 +51,6 @@ def register(sub) -> None:
     p.add_argument("--split", default="auto", help="episodes with this split tag (default auto: the teacher's training split; 'all' for every episode)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.set_defaults(func=run_distill)
-
-    q = sub.add_parser("quantize", help="float16 / int8 (QDQ) variants of an exported ONNX, parity-gated",
-                       description="Post-training quantization with onnxruntime (QDQ, calibration on dataset batches).\n\n" + QUANT_EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("checkpoint", help="the checkpoint the ONNX was exported from (eager reference for the gates)")
-    q.add_argument("--onnx", required=True, help="the float32 ONNX written by `wallwm-edge export` (its sidecar beside it)")
-    q.add_argument("--data", required=True, help="dataset for calibration and gate inputs")
-    q.add_argument("--precisions", type=comma_list, default=("fp16", "int8"), help="fp16,int8 (default both)")
-    q.add_argument("--calib-samples", type=int, default=64, help="calibration samples (default 64)")
-    q.add_argument("--calib-method", default="percentile", choices=["percentile", "minmax"],
-                   help="activation ranges from the calibration batches: percentile (default: the 99.999th, robust to "
-                        "outliers) or minmax (the full range)")
-    q.add_argument("--gate-samples", type=int, default=32, help="fresh samples per gate (default 32)")
-    q.add_argument("--batch", type=int, default=4)
-    q.add_argument("--keep", type=comma_list, default=None, help="module names kept float (default: the action boundary)")
-    q.add_argument("--text-encoder", default=None, choices=["minilm", "hash"], help="default: the one in the ONNX sidecar")
-    q.add_argument("--track", default="subtask")
-    q.add_argument("--seed", type=int, default=0)
-    q.set_defaults(func=run_quantize)
 
 
 def run_distill(args) -> int:
@@ -140,48 +108,3 @@ def _teacher_config(spec: str, data: str):
         except (TypeError, ValueError, ZeroDivisionError) as e:
             raise ConfigError(f"{spec}: teacher config is malformed ({e})") from None
     return resolve(spec, **fields)
-
-
-def check_onnx_file(path) -> None:
-    """DataError in one line if `path` is not a loadable ONNX model (truncated, corrupt protobuf)."""
-    import onnx
-
-    from wallwm_edge.errors import DataError
-    from wallwm_edge.validate import clip
-
-    try:
-        onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf's DecodeError and friends: the user needs the file and one line
-        raise DataError(f"{path}: not a readable ONNX model ({type(e).__name__}: {clip(str(e).splitlines()[0] if str(e) else '', 200)})") from None
-
-
-def run_quantize(args) -> int:
-    import torch
-
-    from wallwm_edge.export import student as st
-    from wallwm_edge.export.cli import source_for
-    from wallwm_edge.export.sidecar import read_sidecar
-    from wallwm_edge.train.quantize import quantize_variants
-
-    torch.set_num_threads(1)
-    parent = read_sidecar(args.onnx)
-    check_onnx_file(parent["onnx_path"])
-    encoder = args.text_encoder or parent.get("text_encoder") or "minilm"
-    model, header = st.load_for_export(args.checkpoint)
-    source, _ = source_for(args.checkpoint, args.data, encoder, args.track)  # the checkpoint's training split
-    kind = parent["kind"]
-    calib = st.dataset_feeds(model.cfg, source, args.calib_samples, args.batch, args.seed + 200, kind)
-    gate = st.gate_feeds_for(model.cfg, kind, source, args.gate_samples, args.batch, args.seed + 100)
-    from tqdm import tqdm
-
-    rows = []
-    for precision in tqdm(args.precisions, desc="quantize", unit="variant"):
-        rows += quantize_variants(model, header, args.onnx, (precision,), calib, gate, keep=args.keep, calib_method=args.calib_method)
-    from wallwm_edge.train.quantize import size_mb
-
-    print(f"{'variant':8s} {'size MB':>8s} {'cosine':>8s} {'L1':>8s}  vs-fp32 cosine")
-    print(f"{'fp32':8s} {size_mb(args.onnx):8.2f} {'(parent)':>8s}")
-    for r in rows:
-        p, v = r["parity"], r["vs_fp32"]
-        print(f"{r['precision']:8s} {r['size_mb']:8.2f} {p['cosine']:8.5f} {p['l1']:8.5f}  {v['cosine']:.5f}   {r['file']}")
-    return 0
