@@ -13,7 +13,7 @@ import pytest
 from wallwm_edge.errors import ConfigError, WallwmError
 from wallwm_edge.eval.actors import CheckpointActor, ExpertActor, NoopActor
 from wallwm_edge.eval.closed_loop import EvalConfig, evaluate, registry_plans
-from wallwm_edge.eval.progress import ProgressTracker
+from wallwm_edge.runtime.progress import ProgressTracker
 from wallwm_edge.eval.report import summarize
 
 TASK = "pick-place-v3"  # three events: reach, grasp, carry

@@ -42,12 +42,12 @@ def export_tiny_student(out_dir: Path, mode: str = "event", image_size=(96, 96),
     """
     import torch
 
-    from wallwm_edge.eval.closed_loop import task_catalog
     from wallwm_edge.events.vocab import TASKS, caption
     from wallwm_edge.export.sidecar import write_sidecar
     from wallwm_edge.export.student import export_graph, sidecar_info
     from wallwm_edge.model.denoiser import WallWM
     from wallwm_edge.model.presets import resolve
+    from wallwm_edge.runtime.planner import registry_catalog
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def export_tiny_student(out_dir: Path, mode: str = "event", image_size=(96, 96),
                 torch.nn.init.normal_(tower.ada.bias, std=0.5)
     export_graph(model, "sample", onnx_path, cfg.flow_steps, exporter="torchscript")  # 10-20x faster here
     rng = np.random.default_rng(seed)
-    texts = sorted({e.caption for e in task_catalog().values()} | {caption(f"task:{t}").text for t in TASKS})
+    texts = sorted({e.caption for e in registry_catalog().values()} | {caption(f"task:{t}").text for t in TASKS})
     table = {t: v / np.linalg.norm(v) for t, v in zip(texts, rng.standard_normal((len(texts), 384)))}
     step_path = out_dir / "student.step.onnx"  # the step graph: real-time chunking inpaints with it
     export_graph(model, "step", step_path, cfg.flow_steps, exporter="torchscript")

@@ -9,10 +9,13 @@ from wallwm_edge.runtime.planner import (
     EventText,
     InteractivePlanner,
     Plan,
+    Planner,
     PlanStep,
     load_plans,
     plan_from_keys,
     plans_from_tasks,
+    registry_catalog,
+    registry_plans,
     save_plans,
 )
 
@@ -163,3 +166,25 @@ def test_interactive_planner_end_of_input():
         raise EOFError
 
     assert InteractivePlanner(ask=ask).done
+
+
+def test_both_planners_are_one_planner_interface():
+    """The loops never ask which planner they hold: a known plan and a prompt answer the same questions."""
+    plan = plan_from_keys("pick-place", ["reach:puck", "grasp:puck"], CATALOG)
+    known = EventPlanner(plan, max_steps_per_event=5)
+    lines = iter(["grasp:puck", "lift it up high", ""])
+    prompt = InteractivePlanner(ask=lambda _: next(lines), max_steps_per_event=5, catalog=CATALOG)
+    assert isinstance(known, Planner) and isinstance(prompt, Planner)
+    assert known.planned == ("reach for the puck", "grasp the puck") and prompt.planned is None
+    for p in (known, prompt):
+        assert p.index == 0
+        assert p.update(1, True) and p.index == 1
+        assert p.executed(5) and p.done and p.index == 2  # the cap ends the last event: index = events over
+
+
+def test_registry_plans_cover_every_task_with_captions():
+    catalog = registry_catalog()
+    plans = registry_plans()
+    assert plans and all(s.instruction == catalog[s.key].caption for p in plans.values() for s in p.steps)
+    assert all(not t.independent for t in catalog.values())  # evaluation-only phrasings stay in eval
+

@@ -22,7 +22,7 @@ splits: seen (seen tasks, training scenes), novel_scene (unseen seeds + camera j
         training templates: wallwm_edge/eval/independent_phrasings.json; event mode only)
 Paired: the policy's noise restarts per (task, scene, --seed), so splits and checkpoints compare pairwise.
 Task Progress = % of the task's subtask events completed in order, judged from simulator state
-(wallwm_edge/eval/progress.py); success = Meta-World's success flag.
+(wallwm_edge/runtime/progress.py); success = Meta-World's success flag.
 """
 
 

@@ -30,9 +30,11 @@ from pathlib import Path
 from wallwm_edge.events.end_rule import EndRule
 
 from wallwm_edge.errors import ConfigError
-from wallwm_edge.eval.progress import ProgressTracker
 from wallwm_edge.eval.report import EpisodeResult
 from wallwm_edge.eval.splits import SPLITS, Split, make_splits, scene_seed
+from wallwm_edge.runtime import planner as runtime_planner
+from wallwm_edge.runtime.planner import EventPlanner, registry_catalog
+from wallwm_edge.runtime.progress import ProgressTracker
 
 
 @dataclass(frozen=True)
@@ -77,24 +79,12 @@ def independent_phrasings() -> dict[str, tuple[str, ...]]:
 
 def task_catalog():
     """Every subtask event of the registry as planner texts (caption, paraphrases, held-out, independent)."""
-    from wallwm_edge.events.vocab import TASKS, caption, subtask_keys
-    from wallwm_edge.runtime.planner import EventText
-
-    extra = independent_phrasings()
-    out = {}
-    for t in TASKS:
-        for k in subtask_keys(t):
-            c = caption(k)
-            out[k] = EventText(k, c.text, c.paraphrases, c.heldout_paraphrases, extra.get(k, ()))
-    return out
+    return registry_catalog(independent_phrasings())
 
 
 def registry_plans(style: str = "caption", seed: int = 0):
-    """A plan for every task of the event registry: its subtask events in order."""
-    from wallwm_edge.events.vocab import TASKS, subtask_keys
-    from wallwm_edge.runtime.planner import plans_from_tasks
-
-    return plans_from_tasks({t: subtask_keys(t) for t in TASKS}, task_catalog(), style, seed)
+    """A plan for every task of the event registry: its subtask events in order (any instruction style)."""
+    return runtime_planner.registry_plans(style, seed, task_catalog())
 
 
 def task_instruction(task: str, style: str, rng: random.Random) -> str:
@@ -126,8 +116,6 @@ def end_rule(cfg: EvalConfig) -> EndRule:
 
 
 def run_episode(env, actor, task: str, seed: int, split: Split, cfg: EvalConfig, plan=None) -> EpisodeResult:
-    from wallwm_edge.runtime.planner import EventPlanner
-
     rule = end_rule(cfg)
     tracker = ProgressTracker(task)
     obs = env.reset(seed)

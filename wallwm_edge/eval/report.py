@@ -3,7 +3,7 @@
 Metrics (the paper's, DESIGN.md):
 - success rate: percent of episodes where the simulator reports task success at any step;
 - Task Progress (TP): percent of the task's events completed, in order (partial credit, 0-100; see
-  `wallwm_edge/eval/progress.py` for how an event counts as completed).
+  `wallwm_edge/runtime/progress.py` for how an event counts as completed).
 A split's figure is the mean over its tasks (each task weighted equally, so a split's number does not
 depend on how many episodes each task happened to get); the generalization figure is the mean of the
 generalization splits' figures, and it names the splits it averages and those it lacks ("missing"): a

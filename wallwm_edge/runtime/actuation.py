@@ -69,7 +69,7 @@ class SimWorld:
     """
 
     def __init__(self, task: str, views, image_size, seed: int = 0, max_steps: int = 500):
-        from wallwm_edge.eval.progress import ProgressTracker
+        from wallwm_edge.runtime.progress import ProgressTracker
         from wallwm_edge.sim.metaworld_env import MetaWorldEnv, SimConfig
 
         self.env = MetaWorldEnv(SimConfig(task=task, views=tuple(views), image_size=tuple(image_size), max_steps=max_steps))

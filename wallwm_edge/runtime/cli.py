@@ -124,14 +124,13 @@ def check_inputs(args) -> None:
         Rig.load(args.rig)
     if args.plan and not args.unified:  # a folder or FIFO would raise or block inside the run, after its folder is made
         from wallwm_edge.errors import DataError
-        from wallwm_edge.eval.closed_loop import task_catalog
-        from wallwm_edge.runtime.planner import load_plans
+        from wallwm_edge.runtime.planner import load_plans, registry_catalog
         from wallwm_edge.validate import load_json, regular_file
 
         regular_file(args.plan, DataError, "plan file not found")
         if Path(args.plan).suffix.lower() not in (".yaml", ".yml"):
             load_json(args.plan)  # size, encoding and nesting depth checked before the planner parses it
-        load_plans(args.plan, task_catalog())
+        load_plans(args.plan, registry_catalog())
 
 
 def _run(args) -> int:

@@ -10,8 +10,11 @@ Plans come from three places:
 - a plan file (JSON or YAML): `{"plans": {task: [entry, ...]}}` or just `{task: [entry, ...]}`, where an
   entry is an event key ("grasp:puck"), a free-text instruction ("grasp the puck"), or an object
   `{"key": ..., "caption": ..., "max_steps": ...}`;
-- the event registry: every task's ordered event keys, derived automatically (`plans_from_tasks`);
+- the event registry: every task's ordered event keys, derived automatically (`registry_plans`);
 - an interactive prompt (`InteractivePlanner`): an operator types the next instruction.
+
+`Planner` is the one interface both planners implement; the on-board loop and the evaluation loop
+take either without asking which one they hold.
 
 numpy/stdlib only: the on-board runtime imports this without torch (YAML needs PyYAML, imported lazily).
 """
@@ -22,9 +25,10 @@ import json
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from wallwm_edge.errors import ConfigError, DataError
+from wallwm_edge.events.vocab import TASKS, caption, subtask_keys
 
 STYLES = ("caption", "paraphrase", "heldout", "independent")  # which text of an event the policy is given
 
@@ -93,6 +97,26 @@ def plan_from_keys(task: str, keys: Sequence[str], catalog: Catalog, style: str 
 def plans_from_tasks(task_events: Mapping[str, Sequence[str]], catalog: Catalog, style: str = "caption", seed: int = 0) -> dict[str, Plan]:
     """Plans for every task of a registry: task -> ordered event keys, derived automatically."""
     return {task: plan_from_keys(task, keys, catalog, style, seed) for task, keys in task_events.items()}
+
+
+def registry_catalog(independent: Mapping[str, Sequence[str]] | None = None) -> dict[str, EventText]:
+    """Every subtask event of the event registry as planner texts (caption, paraphrases, held-out).
+
+    `independent`: event key -> phrasings written without the training templates; evaluation passes
+    them (wallwm_edge.eval.closed_loop.task_catalog), the robot has no use for them.
+    """
+    extra = independent or {}
+    out = {}
+    for t in TASKS:
+        for k in subtask_keys(t):
+            c = caption(k)
+            out[k] = EventText(k, c.text, c.paraphrases, c.heldout_paraphrases, tuple(extra.get(k, ())))
+    return out
+
+
+def registry_plans(style: str = "caption", seed: int = 0, catalog: Catalog | None = None) -> dict[str, Plan]:
+    """A plan for every task of the event registry: its subtask events in order."""
+    return plans_from_tasks({t: subtask_keys(t) for t in TASKS}, catalog if catalog is not None else registry_catalog(), style, seed)
 
 
 def _parse_entry(entry, task: str, i: int, catalog: Catalog, where: str) -> PlanStep:
@@ -182,6 +206,37 @@ class StepRecord:
     reason: str | None = None  # "signalled" (termination head) or "cap" (safety cap)
 
 
+@runtime_checkable
+class Planner(Protocol):
+    """What a control loop needs from a planner: the current instruction, the per-event cap, the two
+    reports of a chunk (executed steps, the end-of-event verdict) and what happened to each event."""
+
+    history: list[StepRecord]
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def index(self) -> int:
+        """The current event, 0-based (the number of events over)."""
+
+    @property
+    def instruction(self) -> str | None: ...
+
+    @property
+    def cap(self) -> int: ...
+
+    @property
+    def planned(self) -> tuple[str, ...] | None:
+        """Every instruction when the plan is known in advance; None for a prompt."""
+
+    def observe(self, event_done: bool) -> bool: ...
+
+    def executed(self, n_steps: int) -> bool: ...
+
+    def update(self, n_steps: int, event_end: bool) -> bool: ...
+
+
 @dataclass
 class EventPlanner:
     """Hands out the current instruction; advances when a fresh observation shows the event done, or at
@@ -225,6 +280,10 @@ class EventPlanner:
     @property
     def done(self) -> bool:
         return self.index >= len(self.plan.steps)
+
+    @property
+    def planned(self) -> tuple[str, ...]:
+        return tuple(s.instruction for s in self.plan.steps)
 
     @property
     def current(self) -> PlanStep | None:
@@ -284,7 +343,7 @@ class EventPlanner:
 class InteractivePlanner:
     """An operator types the next instruction; an empty line, 'done' or end of input ends the task.
 
-    Same interface as EventPlanner (instruction, done, update), so the runtime and eval loops take either.
+    A `Planner` like EventPlanner, so the runtime and eval loops take either.
     `ask` defaults to input(); tests and GUIs pass their own callable.
     """
 
@@ -315,6 +374,14 @@ class InteractivePlanner:
     @property
     def done(self) -> bool:
         return self._finished
+
+    @property
+    def index(self) -> int:
+        return len(self.history) - (0 if self._finished else 1)
+
+    @property
+    def planned(self) -> None:
+        return None  # the operator decides as the task goes
 
     @property
     def current(self) -> PlanStep | None:

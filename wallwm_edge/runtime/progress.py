@@ -22,6 +22,10 @@ Events complete in order: an event counts only once every earlier event has coun
 event, checked every step), and task success completes every event, since a finished task has done
 all of its parts. TP = 100 * completed / number of events. This is the whole rubric; there are no
 per-task constants. Measured on the scripted expert and a do-nothing policy in tests/eval.
+
+It lives with the runtime because the simulated cell (runtime/actuation.py, SimWorld) reports Task
+Progress in every run; closed-loop evaluation (wallwm_edge.eval, above the runtime) scores with the same
+tracker.
 """
 
 from __future__ import annotations
