@@ -212,9 +212,9 @@ static void op_hello(void) {
   deliver(m, seal(WWFW_HELLO, u16(), session, body, 2, m));
 }
 
-static void op_reset(void) {
+static void op_reset(void) { /* RESET, or now and then BYE (the owner leaves; a HELLO takes the link again) */
   uint8_t m[32];
-  deliver(m, seal(WWFW_RESET, pick_seq(), pick_session(), NULL, 0, m));
+  deliver(m, seal(u8() < 224 ? WWFW_RESET : WWFW_BYE, pick_seq(), pick_session(), NULL, 0, m));
 }
 
 /* a message with a wrong CRC: nothing may change but the CRC error counter and flag */

@@ -32,7 +32,7 @@
 /* message types (PROTOCOL.md, "Messages") */
 enum {
   WWFW_HELLO = 0x01, WWFW_CHUNK_BEGIN = 0x02, WWFW_CHUNK_DATA = 0x03, WWFW_HEARTBEAT = 0x04,
-  WWFW_HOLD = 0x05, WWFW_ESTOP = 0x06, WWFW_RESET = 0x07,
+  WWFW_HOLD = 0x05, WWFW_ESTOP = 0x06, WWFW_RESET = 0x07, WWFW_BYE = 0x08,
   WWFW_ARM_INFO = 0x81, WWFW_ACK = 0x82, WWFW_NACK = 0x83, WWFW_STATE = 0x84, WWFW_FATE = 0x85
 };
 /* chunk start modes */
@@ -119,6 +119,7 @@ typedef struct wwfw {
   uint32_t prev_tick_ms; /* the tick before now: the watchdog's log shows it tripped at the first tick past its deadline */
   /* link */
   uint8_t connected, ctrl_valid;
+  uint8_t released; /* the owner said BYE: nobody owns the link, the watchdog is disarmed until the next HELLO */
   uint32_t session, owner_last_ms; /* owner_last_ms: the owning session's last valid frame */
   uint16_t rx_expected, ctrl_last, tx_seq;
   uint32_t foreign_frames; /* valid frames from another session (refused) */

@@ -275,6 +275,9 @@ int main(int argc, char **argv) {
   signal(SIGINT, on_stop);
   signal(SIGUSR1, on_usr1);
   signal(SIGPIPE, SIG_IGN);
+  /* the remedy for a latched e-stop, where the user is looking (the host's error names it too) */
+  fprintf(stderr, "wallwm-fw-sim: pid %ld; kill -USR1 %ld reboots the firmware (clears an e-stop), Ctrl-C stops it\n",
+          (long)getpid(), (long)getpid());
 
   wwfw_default_arm(&arm, (uint8_t)joints);
   arm.control_rate_hz = (uint16_t)control;

@@ -476,7 +476,7 @@ void wwfw_estop(wwfw *fw, uint16_t why) {
 
 /* ---- dispatch ------------------------------------------------------------------------------------ */
 static int owner_alive(const wwfw *fw) {
-  return fw->connected && fw->now_ms - fw->owner_last_ms < (uint32_t)fw->arm.watchdog_hold_ms;
+  return fw->connected && !fw->released && fw->now_ms - fw->owner_last_ms < (uint32_t)fw->arm.watchdog_hold_ms;
 }
 
 static void dispatch(wwfw *fw, uint8_t type, uint16_t seq, uint32_t sess, const uint8_t *b, size_t body) {
@@ -493,8 +493,10 @@ static void dispatch(wwfw *fw, uint8_t type, uint16_t seq, uint32_t sess, const 
       send_nack(fw, sess, seq, WWFW_NACK_NOT_OWNER, 0xFFFFu, 0, 0);
       return;
     }
-    if (!fw->connected || sess != fw->session) { /* a repeated HELLO of this session changes nothing */
+    /* a repeated HELLO of the live session changes nothing; after its BYE it starts the session afresh */
+    if (!fw->connected || sess != fw->session || fw->released) {
       fw->connected = 1;
+      fw->released = 0;
       fw->session = sess;
       fw->rx_expected = seq;
       fw->ctrl_valid = 0;
@@ -507,7 +509,11 @@ static void dispatch(wwfw *fw, uint8_t type, uint16_t seq, uint32_t sess, const 
     send_arm_info(fw);
     return;
   }
-  if (fw->connected && sess != fw->session) {
+  if (fw->released && sess == fw->session && type == WWFW_BYE) { /* a repeat (its ACK was lost): the same answer */
+    send_ack(fw, sess, seq, 0xFFFFu, 0);
+    return;
+  }
+  if (fw->connected && (sess != fw->session || fw->released)) { /* a session that said BYE owns nothing */
     fw->foreign_frames++;
     if (type == WWFW_ESTOP) { /* safety first: anyone on the link may stop the arm */
       wwfw_estop(fw, WWFW_F_ESTOP);
@@ -535,7 +541,7 @@ static void dispatch(wwfw *fw, uint8_t type, uint16_t seq, uint32_t sess, const 
     }
     return;
   }
-  if (type != WWFW_CHUNK_BEGIN && type != WWFW_CHUNK_DATA && type != WWFW_RESET) {
+  if (type != WWFW_CHUNK_BEGIN && type != WWFW_CHUNK_DATA && type != WWFW_RESET && type != WWFW_BYE) {
     send_nack(fw, sess, seq, WWFW_NACK_BAD_MESSAGE, 0xFFFFu, 0, 0);
     return;
   }
@@ -564,7 +570,15 @@ static void dispatch(wwfw *fw, uint8_t type, uint16_t seq, uint32_t sess, const 
   fw->recording = 1; /* the answer that consumes `seq` is kept for a repeat of it */
   if (type == WWFW_CHUNK_BEGIN) on_chunk_begin(fw, sess, seq, b, body);
   else if (type == WWFW_CHUNK_DATA) on_chunk_data(fw, sess, seq, b, body);
-  else { /* RESET: clear faults and queue, leave e-stop */
+  else if (type == WWFW_BYE) { /* the owner ends its session: not a silent link, so no watchdog fault */
+    /* nobody will watch what is still queued: it is dropped (fate hold) and the arm stays where it is;
+     * after a stream that played out there is nothing to drop and the mode stays idle */
+    if (fw->active || fw->c_read != fw->c_write || fw->open_valid) wwfw_hold(fw, WWFW_F_HOLD);
+    fw->released = 1;
+    fw->rx_expected++;
+    logf_(fw, "bye session=%lu", (unsigned long)sess);
+    send_ack(fw, sess, seq, 0xFFFFu, 0);
+  } else { /* RESET: clear faults and queue, leave e-stop */
     drop_queue(fw, WWFW_FATE_RESET);
     wwfw_stop_motion(fw);
     fw->mode = WWFW_MODE_IDLE;
@@ -599,7 +613,7 @@ int wwfw_handle_message(wwfw *fw, const uint8_t *m, size_t n) {
 void wwfw_tick(wwfw *fw, uint32_t now_ms) {
   fw->prev_tick_ms = fw->now_ms;
   fw->now_ms = now_ms;
-  if (fw->connected) {
+  if (fw->connected && !fw->released) { /* armed from HELLO to BYE: a host that vanishes mid-session */
     uint32_t quiet = now_ms - fw->last_valid_ms;
     if (quiet >= fw->arm.watchdog_estop_ms && fw->mode != WWFW_MODE_ESTOP) {
       wwfw_estop(fw, WWFW_F_WATCHDOG_ESTOP);
@@ -608,7 +622,7 @@ void wwfw_tick(wwfw *fw, uint32_t now_ms) {
     }
   }
   wwfw_interp_tick(fw);
-  if (fw->connected && fw->arm.feedback_rate_hz && (int32_t)(now_ms - fw->next_state_ms) >= 0) {
+  if (fw->connected && !fw->released && fw->arm.feedback_rate_hz && (int32_t)(now_ms - fw->next_state_ms) >= 0) {
     send_state(fw, fw->session);
     fw->next_state_ms = now_ms + 1000u / fw->arm.feedback_rate_hz;
   }

@@ -484,6 +484,48 @@ static void test_slots_sessions_rates(void) {
   }
 }
 
+/* BYE (issue 14): the owner ends its session cleanly; the watchdog is for a host that vanishes mid-stream */
+static void test_bye(void) {
+  wwfw_arm arm;
+  static float one[20 * 7]; /* zeros: inside every joint limit */
+  uint16_t seq = 900;
+  uint8_t hello[2] = {WWFW_PROTO_VERSION, 0};
+  uint32_t t = 0;
+  int k;
+  wwfw_default_arm(&arm, 6);
+  arm.control_rate_hz = 1000;
+  arm.feedback_rate_hz = 0;
+  wwfw_init(&fw, &arm, 9);
+  connect(3333, seq);
+  CHECK(send_chunk(seq++, 1, 1, 100.0f, 0, 0, one, 7) == 0, "a chunk");
+  run_ticks(&t, 100); /* it plays out: idle, nothing queued */
+  CHECK(fw.mode == WWFW_MODE_IDLE && fw.last_done == 1, "played (mode %u)", fw.mode);
+  CHECK(send_raw(WWFW_BYE, seq, NULL, 0) == WWFW_ACK && wwfw_rd16(last_reply) == seq && fw.released, "BYE acknowledged");
+  CHECK(send_raw(WWFW_BYE, seq, NULL, 0) == WWFW_ACK && wwfw_rd16(last_reply) == seq, "a repeated BYE: the same ACK");
+  seq++;
+  for (k = 0; k < (int)arm.watchdog_estop_ms * 3; k++) wwfw_tick(&fw, ++t); /* silence, for a long time */
+  CHECK(fw.mode == WWFW_MODE_IDLE && !(fw.faults & (WWFW_F_WATCHDOG_HOLD | WWFW_F_WATCHDOG_ESTOP)),
+        "no watchdog hold or e-stop after BYE (mode %u faults %x)", fw.mode, fw.faults);
+  CHECK(send_raw(WWFW_HEARTBEAT, 5, NULL, 0) == WWFW_NACK && last_reply[4] == WWFW_NACK_NOT_OWNER,
+        "the session that said BYE owns nothing");
+  g_session = 4444; /* the next host takes the link at once, no hold time to wait for */
+  CHECK(send_raw(WWFW_HELLO, 100, hello, 2) == WWFW_ARM_INFO && fw.session == 4444u && !fw.released, "next session");
+  seq = 100;
+  CHECK(send_chunk(seq++, 2, 20, 1.0f, 0, 0, one, 7) == 0, "a long chunk");
+  run_ticks(&t, 10);
+  CHECK(fw.mode == WWFW_MODE_RUNNING, "running");
+  CHECK(send_raw(WWFW_BYE, seq++, NULL, 0) == WWFW_ACK && fw.mode == WWFW_MODE_HOLD && !fw.active &&
+            fw.fates[(uint16_t)(fw.fate_next - 1u) % WWFW_FATES].fate == WWFW_FATE_HOLD,
+        "BYE mid-chunk: nobody watches the rest, it is dropped (fate hold), the arm stays");
+  for (k = 0; k < (int)arm.watchdog_estop_ms * 2; k++) wwfw_tick(&fw, ++t);
+  CHECK(fw.mode == WWFW_MODE_HOLD && !(fw.faults & WWFW_F_WATCHDOG_ESTOP), "and no e-stop follows");
+  /* without BYE the watchdog still trips: a host that vanished */
+  g_session = 5555;
+  CHECK(send_raw(WWFW_HELLO, 10, hello, 2) == WWFW_ARM_INFO, "another session");
+  for (k = 0; k < (int)arm.watchdog_estop_ms + 5; k++) wwfw_tick(&fw, ++t);
+  CHECK(fw.mode == WWFW_MODE_ESTOP && (fw.faults & WWFW_F_WATCHDOG_ESTOP), "a silent owner: watchdog e-stop");
+}
+
 /* fuzz: random mutations of valid framed chunks; only the unmutated ones may ever be queued */
 static int fuzz_queued = 0;
 static void count_queued(void *ctx, const char *line) {
@@ -561,6 +603,7 @@ int main(int argc, char **argv) {
   test_interp_watchdog();
   test_space_switch();
   test_slots_sessions_rates();
+  test_bye();
   test_fuzz();
   printf("%s: %d checks, %d failures\n", failures ? "FAILED" : "ok", checks, failures);
   return failures ? 1 : 0;

@@ -10,6 +10,7 @@ that the decoder reads every `<` line as its key=value meaning. `=` lines are CA
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import sys
 from pathlib import Path
@@ -160,6 +161,15 @@ def vectors() -> list[tuple[str, str, dict, bytes]]:
     add(">", "CHUNK_BEGIN", m, seq=109, chunk_id=13, note="refused while e-stopped")
     add("<", "NACK", nack(22, 109, 110, NR.ESTOPPED, 13, 0, 0, 0, 512, 16), seq=22, nacked=109, expected=110, reason=6,
         chunk_id=13)
+    # issue 14: BYE ends the owner's session cleanly (its watchdog disarmed); the next host need not wait
+    add(">", "BYE", P.pack(P.BYE, 110, b"", S), seq=110, note="the owner leaves: reliable, acknowledged")
+    add("<", "ACK", ack(23, 110, 0xFFFF, 0, 0, 512, 16), seq=23, acked=110, chunk_id=0xFFFF, level=0, free=512)
+    add(">", "BYE", P.pack(P.BYE, 110, b"", S), seq=110, note="a repeat (the ACK was lost): the same answer")
+    add("<", "ACK", ack(24, 110, 0xFFFF, 0, 0, 512, 16), seq=24, acked=110, chunk_id=0xFFFF)
+    U = 0x600DF00D
+    add(">", "HELLO", P.hello(500, U), seq=500, session=U, note="a new host at once: no hold time to wait out")
+    add("<", "ARM_INFO", arm_info(25, dataclasses.replace(a, expected_seq=500, fate_next=3, session=U)), seq=25,
+        session=U, expected_seq=500, fate_next=3)
     return v
 
 

@@ -13,6 +13,33 @@ ports:
 """
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _positive(text: str) -> float:
+    v = _non_negative(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("expected a rate > 0, got 0")
+    return v
+
+
+def _non_negative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return v
+
+
 def _load_chunks(path: str):
     import numpy as np
 
@@ -40,29 +67,58 @@ def _load_chunks(path: str):
 def _bridge(args) -> int:
     from tqdm import tqdm
 
+    from wallwm_edge.bridge import protocol as P
     from wallwm_edge.bridge.firmware import open_simulated_link
     from wallwm_edge.bridge.link import ArmLink
-    from wallwm_edge.bridge.streamer import ChunkStreamer
+    from wallwm_edge.bridge.playback import estop_remedy, play
+    from wallwm_edge.errors import LinkError
 
     chunks = _load_chunks(args.file)
-    sim = open_simulated_link() if args.port == "sim" else None
+    # the simulator shares this machine's CPUs with the host (a real firmware has its own): a watchdog
+    # deadline that a busy machine's scheduler cannot miss, as the tests use
+    sim = open_simulated_link(hold_ms=1000, estop_ms=4000) if args.port == "sim" else None
     link = sim.link if sim else ArmLink.open(args.port)
     try:
         a = link.arm
         print(f"arm: {a.n_joints} joints{' + gripper' if a.has_gripper else ''}, control {a.control_rate_hz} Hz, "
               f"queue {a.queue_points} points, watchdog {a.watchdog_hold_ms}/{a.watchdog_estop_ms} ms")
-        s = ChunkStreamer(link, blend=args.blend, rate_hz=args.rate)
-        for k, pts in enumerate(tqdm(chunks, desc="chunks", unit="chunk", disable=len(chunks) < 2)):
-            t = s.push(pts, event_id=k, encoding=args.encoding, space=args.space, interp=args.interp)
+        st = link.wait_state(lambda s: True, 5.0)
+        if args.reset:
+            link.reset()
+            print(f"reset: queue and faults cleared{' (e-stop released)' if st.mode == P.Mode.ESTOP else ''}")
+        elif st.mode == P.Mode.ESTOP:  # every chunk would be refused: say why and what clears it
+            raise LinkError(f"{estop_remedy(args.port)} (faults: {', '.join(st.fault_names) or 'none'})")
+        bar = tqdm(total=len(chunks), desc="chunks", unit="chunk", disable=len(chunks) < 2)
+
+        def queued(t):
             print(f"chunk {t.chunk_id}: {t.length} points queued in {(t.t_queued - t.t_ready) * 1e3:.2f} ms "
                   f"(crc {t.crc:08x})")
-        if args.wait:
-            last = t.chunk_id
-            st = link.wait_state(lambda st: st.last_done == last, args.wait)
-            print(f"played; arm at {[round(float(x), 4) for x in st.pos]}, mode {st.mode_name}, "
-                  f"faults {st.fault_names or 'none'}")
+            bar.update()
+
+        try:
+            rep = play(link, chunks, blend=args.blend, rate_hz=args.rate, every=args.every, wait=args.wait,
+                       on_queued=queued, encoding=args.encoding, space=args.space, interp=args.interp)
+        except LinkError as e:
+            s = link.state()
+            if s is not None and s.mode == P.Mode.ESTOP:
+                raise LinkError(f"{e}; {estop_remedy(args.port)}") from None
+            raise
+        finally:
+            bar.close()
+        if args.wait == 0:
+            print(f"sent {rep.chunks} chunks; not waiting for them to play (--wait 0): the session ends now and "
+                  f"the firmware drops what has not played, holding the arm where it is")
+            return 0
+        print(rep.line())
+        if rep.problems:
+            more = f"; and {len(rep.problems) - 3} more" if len(rep.problems) > 3 else ""
+            estop = rep.state is not None and rep.state.mode == P.Mode.ESTOP
+            raise LinkError(f"the stream did not play as sent: {'; '.join(rep.problems[:3])}{more}"
+                            f"{'; ' + estop_remedy(args.port) if estop else ''}")
     finally:
-        sim.close() if sim else link.close()
+        # a clean end of session (BYE): the firmware's watchdog, which would hold and then e-stop the arm a
+        # second later, is for a host that vanishes mid-stream
+        sim.close() if sim else link.end_session()
     return 0
 
 
@@ -93,29 +149,44 @@ def register(sub) -> None:
         "bridge", help="stream an action-chunk file to the arm's firmware", formatter_class=fmt,
         description="Stream chunks from a .npy ((L, D) or (N, L, D)) or .csv ((L, D)) file to the firmware over "
                     "serial or CAN, with flow control, retransmission and chunk-boundary blending.\n\n" + PORTS +
-                    "  sim                                start a simulated firmware on a fresh pty and use it\n\n"
+                    "  sim                                start a simulated firmware on a fresh pty and use it\n"
+                    "                                     (watchdog 1000/4000 ms: it shares this machine's CPUs)\n\n"
+                    "Each chunk plays in full after the previous one (--blend append); with replace or ensemble the "
+                    "next chunk is sent once the arm has reached row --every of the current one and takes over its rest. "
+                    "The command waits for the stream to play and prints 'played N of M chunks / S steps'; a chunk "
+                    "that was dropped or preempted before it moved the arm, or an underrun mid-stream, makes it "
+                    "exit non-zero. It ends its session cleanly, so the firmware's watchdog does not trip.\n\n"
                     "examples:\n"
-                    "  wallwm-edge bridge chunks.npy --port sim --wait 5\n"
-                    "  wallwm-edge bridge chunk.csv --port serial:/dev/ttyACM0 --rate 30 --blend replace\n"
+                    "  wallwm-edge bridge chunks.npy --port sim\n"
+                    "  wallwm-edge bridge chunks.npy --port serial:/dev/pts/3 --blend ensemble --every 8\n"
+                    "  wallwm-edge bridge chunk.csv --port serial:/dev/ttyACM0 --rate 30 --reset\n"
                     "  wallwm-edge bridge chunks.npy --port can:socketcan:can0?fd=1 --encoding float16")
     p.add_argument("file", help=".npy or .csv chunk file: rows are points, columns joints (or pose) + gripper")
     p.add_argument("--port", default="sim", help="where the firmware is (see ports above; default: sim)")
-    p.add_argument("--rate", type=float, default=50.0, help="chunk point rate in Hz (default 50)")
-    p.add_argument("--blend", default="ensemble", choices=["append", "replace", "ensemble"],
-                   help="what a new chunk does to the unplayed rest of the previous one (default ensemble)")
+    p.add_argument("--rate", type=_positive, default=50.0, help="chunk point rate in Hz (default 50)")
+    p.add_argument("--blend", default="append", choices=["append", "replace", "ensemble"],
+                   help="what a new chunk does to the unplayed rest of the previous one (default append: a file's "
+                        "chunks play one after the other, every row)")
+    p.add_argument("--every", type=_positive_int, metavar="K",
+                   help="with replace/ensemble: send the next chunk once the arm reaches row K of the current one "
+                        "(default: half the chunk)")
     p.add_argument("--encoding", default="int16", choices=["int16", "float16", "float32"],
                    help="wire encoding of the points (default int16 against the arm's limits)")
     p.add_argument("--space", default="joint", choices=["joint", "ee"], help="joint targets or end-effector pose")
     p.add_argument("--interp", default="linear", choices=["linear", "cubic"], help="firmware interpolation")
-    p.add_argument("--wait", type=float, default=0.0, metavar="S",
-                   help="after sending, wait up to S seconds for the last chunk to finish playing")
+    p.add_argument("--wait", type=_non_negative, metavar="S",
+                   help="wait up to S seconds for the stream to finish playing (default: its playing time plus "
+                        "10 s; 0: do not wait, the firmware then drops what has not played)")
+    p.add_argument("--reset", action="store_true",
+                   help="send RESET first: clears the queue, faults and a latched e-stop (once the arm is safe)")
     p.set_defaults(func=_bridge)
 
     q = sub.add_parser(
         "fw-sim", help="run the simulated arm firmware (pty, serial device or SocketCAN)", formatter_class=fmt,
         description="Run wallwm-fw-sim: the reference C firmware driving a simulated arm. With no port option it "
                     "creates a pseudo-terminal and prints 'PTY /dev/pts/N': pass serial:/dev/pts/N to "
-                    "`wallwm-edge bridge --port`. SIGUSR1 reboots the firmware; Ctrl-C stops it.\n\n"
+                    "`wallwm-edge bridge --port`. SIGUSR1 reboots the firmware (`kill -USR1 PID`: clears an e-stop, as "
+                    "`wallwm-edge bridge ... --reset` does); Ctrl-C stops it.\n\n"
                     "examples:\n"
                     "  wallwm-edge fw-sim\n"
                     "  wallwm-edge fw-sim --joints 7 --hold-ms 100 --estop-ms 500\n"

@@ -4,7 +4,7 @@ FaultySerial wraps a SerialTransport: each outgoing frame may be bit-flipped, dr
 held back and sent after the next one (reordered), cut short (partial) or preceded by garbage bytes.
 Used by the tests and benchmarks; the firmware on the other end is the real one.
 
-The faults of the i-th outgoing frame of a class (reliable: CHUNK_*/RESET; control: HEARTBEAT/HOLD/ESTOP;
+The faults of the i-th outgoing frame of a class (reliable: CHUNK_*/RESET/BYE; control: HEARTBEAT/HOLD/ESTOP;
 other: HELLO) are a pure function of (seed, class, i), `FaultySerial.plan`: how many frames are sent
 depends on timing (retransmissions, heartbeats), what the first N frames of a class suffer does not.
 """
@@ -34,7 +34,7 @@ LOSSY = ("drop", "flip", "partial")  # the frame never arrives intact: the host 
 
 def frame_class(msg: bytes) -> str:
     t = msg[0] if msg else 0
-    return "reliable" if t in (0x02, 0x03, 0x07) else "control" if t in (0x04, 0x05, 0x06) else "other"
+    return "reliable" if t in (0x02, 0x03, 0x07, 0x08) else "control" if t in (0x04, 0x05, 0x06) else "other"
 
 
 class FaultySerial(Transport):

@@ -3,7 +3,9 @@
     link = ArmLink.open("serial:/dev/pts/3")           # handshake: link.arm describes the arm
     link.send_chunk(points, chunk_id=7, event_id=2)     # (L, D) joint targets + gripper; blocks until queued
     link.state()                                        # latest STATE: positions, faults, buffer level...
-    link.hold(); link.estop(); link.reset(); link.close()
+    link.hold(); link.estop(); link.reset()
+    link.end_session()                                  # BYE, then close: a clean end trips no watchdog
+    link.close()                                        # drop the link without a word (the watchdog notices)
 
 One I/O thread reads replies, sends heartbeats and retransmits. Reliable messages (chunks, reset) go
 out in order with sequence numbers, go-back-N: the firmware applies each exactly once and in order,
@@ -120,6 +122,9 @@ class ArmLink:
         self.lost_on_reboot: list[int] = []  # chunk ids the firmware had queued (acked) but not finished when it rebooted
         self._unfinished: collections.deque[ChunkTicket] = collections.deque(maxlen=64)  # queued, not yet done
         self.failure: str = ""
+        self.faults_seen = 0  # every fault flag of every STATE this session (informational ones are reported once)
+        self.underruns: list[int] = []  # per STATE reporting UNDERRUN: the chunk after which the queue ran dry
+        self._bye: ChunkTicket | None = None  # end_session's BYE; once acknowledged the link says nothing more
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ArmLink({transport.url})", daemon=True)
         self._thread.start()
@@ -200,7 +205,26 @@ class ArmLink:
             if not self._changed.wait_for(lambda: not self._queue and not self._inflight, timeout):
                 raise LinkError(f"{len(self._queue) + len(self._inflight)} messages still unacknowledged after {timeout} s")
 
+    def end_session(self, timeout: float = 2.0) -> None:
+        """End the session cleanly, then close: BYE tells the firmware this host is leaving, so its watchdog
+        (which is for a host that vanishes mid-stream) does not hold and then e-stop the arm a second later.
+        What the firmware still holds is dropped (fate hold) and the arm stays where it is: nobody would be
+        watching it. A firmware that does not acknowledge within `timeout` is left to its watchdog."""
+        if not self._stop.is_set() and self.arm is not None and not self._need_hello:
+            with self._lock:
+                for t in self._queue:  # not begun: they never will be
+                    t._final("failed", "the session ended before it was sent")
+                self._queue.clear()
+            self._bye = ChunkTicket(0xFFFF, 0, 0, [bytes([P.BYE])], t_ready=time.monotonic())
+            try:
+                self._submit(self._bye)
+                self._bye.done.wait(timeout)
+            except LinkError:
+                pass
+        self.close()
+
     def close(self) -> None:
+        """Drop the link without a word: the firmware's watchdog holds, then e-stops the arm (a disconnect)."""
         self._stop.set()
         self._thread.join(timeout=2.0)
         self.t.close()
@@ -318,12 +342,14 @@ class ArmLink:
                         self._handle(P.decode(m, now), now)
                     except LinkError:
                         self.stats["rx_bad"] += 1
-                if self._need_hello and now - self._hello_at > 0.25:  # the same session until it is taken
+                said_bye = self._bye is not None and self._bye.done.is_set()  # the session is over: stay silent
+                # the same session until it is taken
+                if self._need_hello and not said_bye and now - self._hello_at > 0.25:
                     self._hello_at = now
                     self._tx(P.hello(self._seq, self._session))
                 self._pump(now)
                 self._changed.notify_all()
-            if not self._need_hello and now - self._last_hb >= self.cfg.heartbeat_s:
+            if not self._need_hello and not said_bye and now - self._last_hb >= self.cfg.heartbeat_s:
                 self._last_hb = now
                 with self._lock:
                     self._ctrl_seq = (self._ctrl_seq + 1) & 0xFFFF
@@ -378,6 +404,9 @@ class ArmLink:
             return
         if isinstance(m, P.State):
             self._state = m
+            self.faults_seen |= m.faults
+            if m.faults & P.Fault.UNDERRUN:
+                self.underruns.append(m.last_done)
             if self.arm is not None and m.boot_id != self.arm.boot_id and not self._need_hello:
                 self._rebooted(m.boot_id)
                 return

@@ -33,6 +33,7 @@ class MsgType(enum.IntEnum):
     HOLD = 0x05
     ESTOP = 0x06
     RESET = 0x07
+    BYE = 0x08  # the owner ends its session: no watchdog fault follows (issue 14)
     ARM_INFO = 0x81
     ACK = 0x82
     NACK = 0x83
@@ -108,9 +109,10 @@ class Fault(enum.IntFlag):
 HELLO, CHUNK_BEGIN, CHUNK_DATA, HEARTBEAT, HOLD, ESTOP, RESET = (MsgType.HELLO, MsgType.CHUNK_BEGIN, MsgType.CHUNK_DATA,
                                                                  MsgType.HEARTBEAT, MsgType.HOLD, MsgType.ESTOP,
                                                                  MsgType.RESET)
+BYE = MsgType.BYE
 ARM_INFO, ACK, NACK, STATE, FATE = MsgType.ARM_INFO, MsgType.ACK, MsgType.NACK, MsgType.STATE, MsgType.FATE
 TYPE_NAMES = {t: t.name for t in MsgType}
-RELIABLE = (CHUNK_BEGIN, CHUNK_DATA, RESET)  # exactly once, in order, acknowledged
+RELIABLE = (CHUNK_BEGIN, CHUNK_DATA, RESET, BYE)  # exactly once, in order, acknowledged
 CONTROL = (HEARTBEAT, HOLD, ESTOP)  # act at once, own counter
 
 START_MODES = {"after": StartMode.AFTER, "at": StartMode.AT_TIME, "replace": StartMode.REPLACE}
