@@ -110,8 +110,12 @@ def _train_summary(runs: Path, arm: str) -> dict:
     rows = list(csv.DictReader(open(runs / arm / "loss.csv")))
     sec = sum(float(r["sec_per_step"]) * 1 for r in rows)  # logged steps only; scaled below
     every = (int(rows[1]["step"]) - int(rows[0]["step"])) if len(rows) > 1 else 1
-    return {"steps": int(rows[-1]["step"]), "loss_first": float(rows[0]["loss"]), "loss_last": float(rows[-1]["loss"]),
-            "train_seconds_est": sec * every}
+    out = {"steps": int(rows[-1]["step"]), "loss_first": float(rows[0]["loss"]), "loss_last": float(rows[-1]["loss"]),
+           "train_seconds_est": sec * every}
+    init = json.loads((runs / arm / "config.json").read_text())["train"].get("init")
+    if init:  # a fine-tuned arm (e.g. on DAgger data): its steps come on top of the checkpoint it started from
+        out["init"] = init
+    return out
 
 
 def figures_from(runs: Path, summaries: dict) -> dict:
