@@ -138,7 +138,7 @@ class ArmSession:
     def close(self) -> None:
         if self.link is not None:
             try:
-                self.link.close()
+                self.link.end_session()  # a normal end says BYE: the firmware's watchdog is for a host that vanishes
             except Exception:  # noqa: BLE001
                 pass
             self.link = None
