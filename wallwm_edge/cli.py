@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "wallwm_edge.data.cli",  # data generate | check | stats | import-lerobot
     "wallwm_edge.train.cli",  # train
     "wallwm_edge.train.distill_cli",  # distill
+    "wallwm_edge.serve.cli",  # serve
     "wallwm_edge.eval.cli",  # eval
     "wallwm_edge.export.cli",  # quantize, export, export-encoder
     "wallwm_edge.calibration.cli",  # calibrate (+ calibrate check)

@@ -54,6 +54,7 @@ from wallwm_edge.model.checkpoint import FORMAT as CKPT_FORMAT
 from wallwm_edge.model.checkpoint import MODEL_FILE, check_finite_tensors, model_config, read_header, save_model
 from wallwm_edge.model.denoiser import WallWM
 from wallwm_edge.model.presets import PRESETS, ModelConfig, get_preset, resolve
+from wallwm_edge.serve.backend import teacher_trajectory  # noqa: F401  (the labels; also served, see serve/backend.py)
 
 TARGETS_FILE = "teacher_targets.safetensors"
 STATE_FILE = "distill_state.safetensors"
@@ -195,8 +196,9 @@ def _sha256(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- student
-def make_student(teacher: WallWM, preset: str | ModelConfig, steps: int, init: str = "slice", seed: int = 0) -> WallWM:
-    """A student of `preset` for the teacher's data; shares the teacher's autoencoder and normalizers."""
+def make_student(teacher, preset: str | ModelConfig, steps: int, init: str = "slice", seed: int = 0) -> WallWM:
+    """A student of `preset` for the teacher's data; shares the teacher's autoencoder and normalizers.
+    `teacher`: anything with `cfg` and `state_dict()` (a WallWM, LocalTeacher, RemoteTeacher)."""
     t = teacher.cfg
     # The interface the student shares with its teacher comes from the teacher, whatever the preset says:
     # the video-latent space (patch, latent_dim: one autoencoder for both) and the chunk length L_max.
@@ -289,35 +291,103 @@ def slice_init(tstate: dict, sstate: dict, t_depth: int, s_depth: int) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------------------------------- targets
-@torch.no_grad()
-def teacher_trajectory(teacher: WallWM, batch: dict, noise_video, noise_action, K: int, S: int):
-    """Euler-integrate the teacher for K steps; return its states at t = j/S, j = 0..S, and its final end logit.
+# ---------------------------------------------------------------------------------------------- teachers
+# Who labels: the teacher's weights in this process (LocalTeacher), or a teacher served elsewhere by
+# `wallwm-edge serve` (RemoteTeacher: a checkpoint too big for this machine stays on its GPU box). Both
+# give the same labels for the same noise: `teacher_trajectory` (serve/backend.py) is the one definition,
+# the server runs it too. The labeller interface: cfg, header (path, sha256, step, train_config),
+# params, remote, draw_noise(B, gen), trajectory(batch, noise_video, noise_action, K, S), state_dict()
+# (a remote teacher gives only the buffers a student shares with it), close().
+class LocalTeacher:
+    """A teacher whose weights load here: our checkpoint, or an external one through a key map."""
 
-    Returns traj_video (B, S+1, F*Vn, latent), traj_action (B, S+1, L, A) (normalised), end_logit (B, L).
-    """
-    if K % S:
-        raise ConfigError(f"teacher steps {K} must be a multiple of student steps {S} (pass --teacher-steps)")
-    obs_h, cond_h, c = teacher.prepare(batch["images"], batch["proprio"].float(), batch["instruction"].float())
-    mask = teacher.full_mask(batch["view_mask"])
-    xv, xa = noise_video, noise_action
-    tv, ta = [xv], [xa]
-    end_logit = None
-    for i in range(K):
-        t = torch.full((xa.shape[0],), i / K)
-        vv, va, end_logit = teacher.denoise_step(obs_h, cond_h, c, xv, xa, t, mask)
-        xv, xa = xv + vv / K, xa + va / K
-        if (i + 1) % (K // S) == 0:
-            tv.append(xv)
-            ta.append(xa)
-    return torch.stack(tv, 1), torch.stack(ta, 1), end_logit
+    remote = False
+
+    def __init__(self, path: str | os.PathLike, key_map: KeyMap | None = None, config: ModelConfig | None = None):
+        self.model, self.header = load_teacher(path, key_map, config)
+        self.cfg = self.model.cfg
+        self.params = sum(p.numel() for p in self.model.parameters())
+
+    def draw_noise(self, B: int, generator: torch.Generator) -> dict:
+        return self.model.draw_noise(B, generator)
+
+    def trajectory(self, batch: dict, noise_video, noise_action, K: int, S: int):
+        return teacher_trajectory(self.model, batch, noise_video, noise_action, K, S)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteTeacher:
+    """A teacher served by `wallwm-edge serve` at ws://HOST:PORT. Its weights stay on the server, so a student
+    starts from scratch or from a previous student ('slice' needs the weights); the buffers a student shares
+    with its teacher (autoencoder, normalizers: a few KB) are fetched once."""
+
+    remote = True
+
+    def __init__(self, url: str, client_cfg=None):
+        from wallwm_edge.serve.client import ClientConfig, PolicyClient
+
+        self.url = url
+        self.client = PolicyClient(url, client_cfg or ClientConfig())
+        self.client.check()  # a wallwm-edge server (protocol), before its metadata is trusted
+        meta = self.client.metadata
+        try:
+            self.cfg = ModelConfig.from_json(meta["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{url}: the server's model config is unusable ({type(e).__name__}: {e})") from None
+        ck = meta.get("checkpoint") or {}
+        self.header = {"path": url, "sha256": ck.get("sha256"), "step": ck.get("step"), "remote": True,
+                       "train_config": ck.get("train_config") or {}, "text_encoder": ck.get("text_encoder")}
+        self.params = ck.get("params")
+        self._shared: dict[str, torch.Tensor] | None = None
+
+    def draw_noise(self, B: int, generator: torch.Generator) -> dict:
+        """The same draws, in the same order, as WallWM.draw_noise: a run labels the same noise locally or remotely."""
+        c = self.cfg
+        return {"t": torch.rand(B, generator=generator),
+                "noise_video": torch.randn(B, c.n_future * c.view_tokens, c.latent_dim, generator=generator),
+                "noise_action": torch.randn(B, c.horizon, c.action_dim, generator=generator)}
+
+    def trajectory(self, batch: dict, noise_video, noise_action, K: int, S: int):
+        r = self.client.label({"images": batch["images"].numpy(), "proprio": batch["proprio"].float().numpy(),
+                               "instruction": batch["instruction"].float().numpy(), "view_mask": batch["view_mask"].numpy(),
+                               "noise_video": noise_video.numpy(), "noise_action": noise_action.numpy(), "K": K, "S": S})
+        B, c = len(noise_action), self.cfg
+        want = {"traj_video": (B, S + 1, *noise_video.shape[1:]), "traj_action": (B, S + 1, c.horizon, c.action_dim), "end_logit": (B, c.horizon)}
+        for k, shape in want.items():
+            if k not in r or tuple(r[k].shape) != shape:
+                raise ConfigError(f"{self.url}: the label reply's {k} has shape {list(getattr(r.get(k), 'shape', []))}, expected {list(shape)}")
+        return tuple(torch.from_numpy(np.asarray(r[k], np.float32)) for k in want)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self._shared is None:
+            got = self.client.shared_state()
+            self._shared = {k: torch.from_numpy(np.asarray(v)) for k, v in got.items() if k.startswith(SHARED_BUFFERS)}
+        return self._shared
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_teacher(spec: str | os.PathLike, key_map: KeyMap | None = None, config: ModelConfig | None = None, client_cfg=None):
+    """LocalTeacher for a checkpoint path, RemoteTeacher for ws://HOST:PORT (or wss://)."""
+    if str(spec).startswith(("ws://", "wss://")):
+        if config is not None:
+            raise ConfigError(f"--teacher-config applies to a teacher checkpoint, not to a served teacher ({spec}: it says its own config)")
+        return RemoteTeacher(str(spec), client_cfg)
+    return LocalTeacher(spec, key_map, config)
 
 
 INPUT_KEYS = ("images", "proprio", "instruction", "view_mask", "action_valid")
 
 
-def label_dataset(teacher: WallWM, source, n: int, K: int, S: int, seed: int, batch: int = 32, progress: bool = True, desc: str = "teacher targets") -> dict[str, torch.Tensor]:
-    """n dataset samples (cluster-balanced, like training) labelled with the teacher's trajectories."""
+def label_dataset(teacher, source, n: int, K: int, S: int, seed: int, batch: int = 32, progress: bool = True, desc: str = "teacher targets") -> dict[str, torch.Tensor]:
+    """n dataset samples (cluster-balanced, like training) labelled with the teacher's trajectories.
+    `teacher`: a LocalTeacher or RemoteTeacher (one request of `batch` samples at a time)."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
@@ -328,7 +398,7 @@ def label_dataset(teacher: WallWM, source, n: int, K: int, S: int, seed: int, ba
             b = min(batch, n - lo)
             raw = {k: torch.from_numpy(v) for k, v in source.materialize(source.plan(rng, b)).items()}
             noise = teacher.draw_noise(b, gen)
-            tv, ta, end = teacher_trajectory(teacher, raw, noise["noise_video"], noise["noise_action"], K, S)
+            tv, ta, end = teacher.trajectory(raw, noise["noise_video"], noise["noise_action"], K, S)
             for k in INPUT_KEYS:
                 chunks.setdefault(k, []).append(raw[k])
             for k, v in (("traj_video", tv), ("traj_action", ta), ("end_logit", end)):
@@ -441,11 +511,12 @@ def student_error(student: WallWM, targets: dict[str, torch.Tensor], batch: int 
 
 
 class Distiller:
-    """`Distiller(teacher_path, data, out, dcfg).run()`; `resume=True` continues RUN's saved state."""
+    """`Distiller(teacher, data, out, dcfg).run()`; `resume=True` continues RUN's saved state.
+    `teacher`: a checkpoint path, or ws://HOST:PORT of `wallwm-edge serve` (client_cfg: its timeouts, retries)."""
 
     def __init__(self, teacher: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, dcfg: DistillConfig | None = None,
                  embed=None, key_map: KeyMap | None = None, teacher_config: ModelConfig | None = None, resume: bool = False, progress: bool = True,
-                 text_encoder: str = "minilm"):
+                 text_encoder: str = "minilm", client_cfg=None):
         from wallwm_edge.data.check import validate_or_raise
         from wallwm_edge.train.optim import make_optimizers
         from wallwm_edge.train.samples import SampleSource, dataset_fingerprint, default_embedder
@@ -462,9 +533,16 @@ class Distiller:
             dcfg = dataclasses.replace(DistillConfig(**saved["config"]), steps=steps)  # the saved recipe wins
         dcfg = dcfg or DistillConfig()
         self.dcfg = dcfg
-        self.teacher, self.theader = load_teacher(teacher, key_map, teacher_config)
+        self.teacher = open_teacher(teacher, key_map, teacher_config, client_cfg)
+        self.theader = self.teacher.header
         tcfg = self.teacher.cfg
         ds = validate_or_raise(data)
+        if self.teacher.remote:  # the server's spec vs this data, in one line naming the URL, before any work
+            self.teacher.client.check(views=list(ds.views), image_size=list(ds.image_size), action_dim=ds.info["action_dim"],
+                                      proprio_dim=ds.info["proprio_dim"])
+            if dcfg.init == "slice":
+                raise ConfigError(f"{teacher}: a served teacher's weights stay on its server, so the student cannot be sliced "
+                                  "from them; pass --init scratch or a previous student checkpoint")
         tcfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size, where=f"dataset {ds.root}")
         self.fingerprint = dataset_fingerprint(ds)
         self.dataset_meta = {"name": ds.info.get("name"), "root": str(ds.root), "fingerprint": self.fingerprint}
@@ -483,6 +561,7 @@ class Distiller:
         self.rig_json = self.source.episodes[0].rig.to_json()
         self.targets = self._targets("train", dcfg.samples, dcfg.seed + 1)
         self.eval_targets = self._targets("eval", dcfg.eval_samples, dcfg.seed + 2)
+        self.teacher.close()  # labels are all made: a served teacher's connection is not held through training
         self.np_rng = np.random.default_rng(dcfg.seed)
         self.gen = torch.Generator().manual_seed(dcfg.seed)
         self.optimizers = make_optimizers(self.student, dcfg.optimizer, dcfg.lr, dcfg.weight_decay)
@@ -503,7 +582,6 @@ class Distiller:
         cached = load_targets(path, key)
         if cached is not None:
             return cached
-        self.teacher.eval()
         t = label_dataset(self.teacher, self.source, n, self.K, self.S, seed, self.dcfg.label_batch, self.progress, f"teacher targets ({split}, K={self.K})")
         self.out.mkdir(parents=True, exist_ok=True)
         save_targets(path, t, key)
@@ -549,7 +627,7 @@ class Distiller:
             "distill": {
                 "method": f"trajectory distillation, one round: teacher {self.K} Euler steps -> student {self.S}",
                 "teacher": {"path": self.theader.get("path"), "sha256": self.theader.get("sha256"), "step": self.theader.get("step"),
-                            "preset": self.teacher.cfg.name, "params": sum(p.numel() for p in self.teacher.parameters())},
+                            "preset": self.teacher.cfg.name, "params": self.teacher.params},
                 "config": self.dcfg.to_json(),
                 "history": self.history,
             },

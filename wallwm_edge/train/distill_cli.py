@@ -12,6 +12,7 @@ examples:
   wallwm-edge distill --teacher runs/teacher --data data/mw --out runs/student --steps 2000 --student-steps 1
   wallwm-edge distill --teacher runs/student --data data/mw --out runs/student --resume --steps 3000
   wallwm-edge distill --teacher ext.pt --teacher-config teacher --key-map keymap.json --data data/mw --out runs/s
+  wallwm-edge distill --teacher ws://gpu-box:8000 --data data/mw --out runs/student    (a served teacher: `wallwm-edge serve`)
 
 writes RUN/model.safetensors (a normal checkpoint: eval, export and Policy take it), RUN/distill_state.safetensors
 (resume), RUN/{train,eval}_teacher_targets.safetensors (the teacher's labels, reused on resume).
@@ -23,7 +24,8 @@ def register(sub) -> None:
                        description="Trajectory distillation: the teacher's K Euler steps -> the student's S steps, with the "
                                    "width/depth reduction to the student preset.\n\n" + DISTILL_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", required=True, help="teacher checkpoint (model.safetensors or run folder; external with --teacher-config)")
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (model.safetensors or run folder; external with --teacher-config), "
+                   "or ws://HOST:PORT of a teacher served by `wallwm-edge serve` (labels over the network)")
     p.add_argument("--data", required=True, help="dataset the teacher labels (validated first)")
     p.add_argument("--out", required=True, help="run folder of the student")
     p.add_argument("--preset", default="auto", help="student preset (default auto: student when it fits the teacher, else the "
@@ -38,8 +40,9 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
-    p.add_argument("--init", default="slice", help="student init: slice (default: cut from the teacher's weights), scratch, "
-                   "or a student checkpoint to warm-start from (e.g. re-distilling from a newer teacher)")
+    p.add_argument("--init", default=None, help="student init: slice (default for a checkpoint: cut from the teacher's weights), "
+                   "scratch (default for a served teacher, whose weights stay on its server), or a student checkpoint to "
+                   "warm-start from (e.g. re-distilling from a newer teacher)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--stop-at", type=int, default=None, help="stop (and checkpoint) at this step; --resume later")
@@ -50,17 +53,28 @@ def register(sub) -> None:
     p.add_argument("--track", default="subtask")
     p.add_argument("--split", default="auto", help="episodes with this split tag (default auto: the teacher's training split; 'all' for every episode)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--label-batch", type=int, default=32, help="samples per teacher call (one request to a served teacher; default 32)")
+    p.add_argument("--teacher-timeout", type=float, default=60.0, help="served teacher: seconds to wait for one answer (default 60)")
+    p.add_argument("--teacher-retries", type=int, default=2, help="served teacher: retries of a failed connect or request (default 2)")
     p.set_defaults(func=run_distill)
 
 
 def run_distill(args) -> int:
     import torch
 
+    from wallwm_edge.errors import ConfigError
+    from wallwm_edge.serve.client import ClientConfig
     from wallwm_edge.train.distill import DistillConfig, Distiller, KeyMap
     from wallwm_edge.train.samples import default_embedder, hash_embedder
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    remote = args.teacher.startswith(("ws://", "wss://"))
+    if remote and (args.teacher_config or args.key_map):
+        raise ConfigError(f"--teacher-config and --key-map apply to a teacher checkpoint, not to a served teacher ({args.teacher})")
+    if args.label_batch < 1 or args.teacher_retries < 0 or not args.teacher_timeout > 0:
+        raise ConfigError("--label-batch must be >= 1, --teacher-retries >= 0 and --teacher-timeout > 0")
+    client_cfg = ClientConfig(timeout_s=args.teacher_timeout, connect_timeout_s=min(10.0, args.teacher_timeout), retries=args.teacher_retries)
     teacher_cfg = None
     if args.teacher_config:
         teacher_cfg = _teacher_config(args.teacher_config, args.data)
@@ -70,11 +84,11 @@ def run_distill(args) -> int:
         dcfg = DistillConfig(student_preset=args.preset, student_steps=args.student_steps, teacher_steps=args.teacher_steps,
                              samples=args.samples, eval_samples=args.eval_samples, steps=args.steps or 1000,
                              batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, optimizer=args.optimizer,
-                             init=args.init, seed=args.seed, track=args.track, ckpt_every=args.ckpt_every,
-                             split=None if args.split == "all" else args.split)
+                             init=args.init or ("scratch" if remote else "slice"), seed=args.seed, track=args.track, ckpt_every=args.ckpt_every,
+                             split=None if args.split == "all" else args.split, label_batch=args.label_batch)
     embed = hash_embedder() if args.text_encoder == "hash" else default_embedder()
     d = Distiller(args.teacher, args.data, args.out, dcfg, embed=embed, key_map=KeyMap.load(args.key_map),
-                  teacher_config=teacher_cfg, resume=args.resume, text_encoder=args.text_encoder)
+                  teacher_config=teacher_cfg, resume=args.resume, text_encoder=args.text_encoder, client_cfg=client_cfg)
     s = d.run(until=args.stop_at)
     print(json.dumps({"step": s["step"], "teacher_steps": s["teacher_steps"], "student_steps": s["student_steps"],
                       "error_before": s["initial"], "error_after": s["final"], "sec_per_step": round(s["sec_per_step"], 4), "out": s["out"]}))
