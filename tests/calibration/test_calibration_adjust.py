@@ -76,6 +76,23 @@ def test_wrist_camera_hand_eye_in_the_same_adjustment():
         assert r <= 0.1 and t <= 1.0 and f <= 0.3, (name, r, t, f)
 
 
+def test_wrist_camera_only_in_the_table_capture():
+    """README's `calibrate run capture_gripper/ capture_table/`: the fixed cameras see only the gripper-held
+    board, the wrist camera appears only in the second capture, over a board lying on the table that no fixed
+    camera sees. Each capture gets its own hand-eye (AX = XB), then one joint adjustment ties them."""
+    cfg = dict(n_cameras=2, layout="none", wrist=True, seed=3, **GOOD)
+    held = S.make_scene(S.SceneConfig(board_mount="gripper", n_frames=60, **cfg), BOARD)
+    table = S.make_scene(S.SceneConfig(board_mount="static", n_frames=30, table_seen_by_fixed=False, **cfg), BOARD)
+    s1, s2 = S.project_views(held, sigma=0.5, seed=1), S.project_views(table, sigma=0.5, seed=2)
+    s1.name, s2.name = "capture_gripper", "capture_table"
+    assert set(s1.sizes) == {"cam0", "cam1"} and set(s2.sizes) == {"wrist"} and s2.wrist == ("wrist",)
+    cal = calibrate([s1, s2])
+    assert cal.absolute and cal.ok, cal.verdict
+    for name, (r, t, f) in errors(cal, table.rig).items():
+        assert r <= 0.1 and t <= 1.0 and f <= 0.3, (name, r, t, f)
+    assert cal.rig.camera("wrist").mount == "wrist"
+
+
 @pytest.mark.slow
 def test_hand_held_board_overlapping_cameras():
     scene = S.make_scene(S.SceneConfig(n_cameras=3, layout="overlap", board_mount="free", n_frames=150, seed=4, **GOOD), BOARD)

@@ -99,3 +99,62 @@ def test_synth_help_documents_every_option(capsys):
     out = capsys.readouterr().out
     for text in ("board poses per camera (default 15", "default charuco_a4", "--bump CAM[:DEG[,MM]]", "(default 3)", "default 0"):
         assert text in out, text
+
+
+# ---- every camera is checked, the wrist camera included (its flange-to-camera transform) ---------------------
+WRIST = dict(n_cameras=2, layout="none", wrist=True, seed=3, board_distance=(0.3, 0.55), tilt_deg=(20, 55))
+
+
+@pytest.fixture(scope="module")
+def two_captures():
+    """Fixed cameras over a gripper-held board; the wrist camera alone over a board lying on the table."""
+    held = S.make_scene(S.SceneConfig(board_mount="gripper", n_frames=8, **WRIST), BOARD)
+    table = S.make_scene(S.SceneConfig(board_mount="static", n_frames=8, table_seen_by_fixed=False, **WRIST), BOARD)
+    return held, table
+
+
+def _check(rig, *scenes):
+    return check(rig, [S.project_views(sc, sigma=0.5, seed=i) for i, sc in enumerate(scenes)])
+
+
+@pytest.mark.parametrize("name", ["cam1", "wrist"])
+def test_small_move_of_any_camera_is_found(two_captures, name):
+    """The goal: a 0.5 deg / 2 mm move of any one camera, wrist included, is detected and measured."""
+    held, table = two_captures
+    scenes = (S.bump(held, name, 0.5, 2.0), table) if name == "cam1" else (held, S.bump(table, name, 0.5, 2.0))
+    res = _check(table.rig, *scenes)
+    assert res.moved == [name] and res.unchecked == [] and res.mismatch == {}
+    c = next(c for c in res.cameras if c.name == name)
+    assert abs(c.rot_deg - 0.5) < 0.15 and abs(c.trans_mm - 2.0) < 1.0, (c.rot_deg, c.trans_mm)
+    assert c.rms_before_px > 2.0 and c.rms_after_px < 0.8
+    if name == "wrist":
+        truth = S.bump(table, name, 0.5, 2.0).rig.camera("wrist").T_flange_cam
+        r, t = se3.pose_error(res.rig.camera("wrist").T_flange_cam, truth)
+        assert r < 0.15 and t < 1e-3
+    for other in set(table.rig.names) - {name}:
+        np.testing.assert_array_equal(res.rig.camera(other).T_base_cam, table.rig.camera(other).T_base_cam)
+
+
+def test_wrist_capture_alone_is_checked(two_captures):
+    """A wrist capture alone (board lying on the table, the arm moving the camera) is checked by hand-eye."""
+    _, table = two_captures
+    assert _check(table.rig, S.bump(table, "wrist", 0.5, 2.0)).moved == ["wrist"]
+    res = _check(table.rig, table)
+    assert res.moved == [] and [c.name for c in res.cameras] == ["wrist"] and res.unchecked == []
+
+
+def test_nothing_moved_is_said_explicitly(two_captures, tmp_path, capsys):
+    held, table = two_captures
+    res = _check(table.rig, held, table)
+    assert res.moved == [] and res.unchecked == [] and [c.name for c in res.cameras] == ["cam0", "cam1", "wrist"]
+    for c in res.cameras:  # every camera was refitted: its numbers are there, and small
+        assert c.rot_deg < 0.15 and c.trans_mm < 1.5 and c.rms_before_px < 0.8, c
+
+
+def test_camera_that_cannot_be_checked_is_named_not_ok():
+    """Hand-held board, each camera alone in its frames, no arm pose: nothing ties a camera's pose down."""
+    scene = S.make_scene(S.SceneConfig(n_cameras=3, layout="none", board_mount="free", n_frames=9, seed=6), BOARD)
+    from wallwm_edge.errors import DataError
+
+    with pytest.raises(DataError, match=r"no camera can be checked from this capture \(cam0, cam1, cam2\)"):
+        check(scene.rig, [S.project_views(scene, sigma=0.5)])

@@ -1,6 +1,7 @@
 """Calibration targets: a board described in a small JSON file, its 3D corners and its printable sheet.
 
-A board file (see calibration/boards/*.json):
+A board file (see calibration/boards/*.json; "name" is optional, default the file's stem; the same fields
+may stand inline as capture.json's "board"):
     {"name": "charuco_a4", "type": "charuco", "squares_x": 7, "squares_y": 5,
      "square_m": 0.035, "marker_m": 0.026, "dictionary": "DICT_5X5_100"}
     {"name": "checker_a4", "type": "checkerboard", "squares_x": 10, "squares_y": 7, "square_m": 0.025}
@@ -179,10 +180,12 @@ class Board:
         return path
 
     @staticmethod
-    def from_json(d: dict, where: str = "") -> "Board":
+    def from_json(d: dict, where: str = "", name: str = "board") -> "Board":
+        """A validated board; `name` is used when the JSON has none (a board file: its file stem)."""
         if not isinstance(d, dict):
             raise DataError(f"{where}board file must hold a JSON object")
-        for key in ("name", "type", "squares_x", "squares_y", "square_m"):
+        d = {"name": name, **d}
+        for key in ("type", "squares_x", "squares_y", "square_m"):
             if key not in d:
                 raise DataError(f"{where}board file is missing field {key!r}")
         unknown = set(d) - set(Board.__dataclass_fields__)
@@ -212,4 +215,4 @@ class Board:
 
         shipped = sorted(p.stem for p in BOARDS_DIR.glob("*.json")) if BOARDS_DIR.is_dir() else []
         d = load_json(path, DataError, f"board file not found (shipped boards: {', '.join(shipped) or 'none'})")
-        return Board.from_json(d, where=f"{path}: ")
+        return Board.from_json(d, where=f"{path}: ", name=path.stem)

@@ -16,6 +16,7 @@ examples:
   wallwm-edge calibrate board --board charuco_a4 --out calibration/sheets     printable PNG + PDF
   wallwm-edge calibrate synth --out /tmp/capture                               a sample capture to try
   wallwm-edge calibrate run /tmp/capture --out rig.json --report /tmp/report   calibrate, write rig + report
+  wallwm-edge calibrate run capture_gripper/ capture_table/ --out rig.json      several captures, one joint adjustment
   wallwm-edge calibrate synth --out /tmp/recheck --bump cam1                   the same rig, cam1 knocked
   wallwm-edge calibrate check rig.json /tmp/recheck --out rig_fixed.json       which camera moved?
 """
@@ -27,11 +28,13 @@ class CalibrationInsufficient(WallwmError):
 
 def _sessions(args):
     from wallwm_edge.calibration.board import Board
-    from wallwm_edge.calibration.detect import load_session
+    from wallwm_edge.calibration.detect import detect, open_capture
 
     board = Board.load(args.board) if args.board else None
     wrist = args.wrist.split(",") if args.wrist else None
-    return [load_session(f, board, args.mount, wrist, every=args.every, progress=True) for f in args.captures]
+    # every folder checked (board, mount, arm poses) before any image is read: a bad file costs no detection time
+    captures = [open_capture(f, board, args.mount, wrist) for f in args.captures]
+    return [detect(c, every=args.every, progress=True) for c in captures]
 
 
 def _run(args) -> int:
@@ -74,14 +77,25 @@ def _check(args) -> int:
                                            max_residual_px=args.max_residual, max_pnp_px=args.max_residual * 2 / 3))
     bad = res.mismatch
     for c in res.cameras:
+        what = " (flange-to-camera)" if c.mount == "wrist" else ""
+        if c.unchecked:
+            print(f"  {c.name:12s} {'NOT CHECKED':11s} {c.unchecked}")
+            continue
         state = "MISMATCH" if c.name in bad else "MOVED" if c.moved else "ok"
-        if c.rms_before_px != c.rms_before_px:  # nan: consistent with the others, not refitted
-            line = f"  {c.name:12s} {state:8s} (pose not refitted)"
+        if c.rot_deg != c.rot_deg:  # nan: not refitted (the capture does not fit the rig's lenses)
+            line = f"  {c.name:12s} {state:11s} median residual {c.rms_before_px:.2f} px with the rig pose (pose not refitted)"
+        elif c.moved:
+            line = (f"  {c.name:12s} {state:11s} by {c.rot_deg:.3f} deg, {c.trans_mm:.2f} mm{what}; median residual "
+                    f"{c.rms_before_px:.2f} px with the rig pose -> {c.rms_after_px:.2f} px refined")
         else:
-            line = (f"  {c.name:12s} {state:8s} by {c.rot_deg:.3f} deg, {c.trans_mm:.2f} mm; median residual {c.rms_before_px:.2f} px with the rig pose"
-                    + (f" -> {c.rms_after_px:.2f} px refined" if c.moved else ""))
+            line = (f"  {c.name:12s} {state:11s} median residual {c.rms_before_px:.2f} px with the rig pose, {c.rms_after_px:.2f} px refitted "
+                    f"(pose change {c.rot_deg:.3f} deg, {c.trans_mm:.2f} mm{what}: within noise)")
         print(line + f"; verified: {c.residual_px:.2f} px")
-    print(f"checked in {res.seconds:.2f} s: " + (f"moved: {', '.join(res.moved)}" if res.moved else "no camera moved"))
+    checked = [c.name for c in res.cameras if not c.unchecked]
+    summary = (f"moved: {', '.join(res.moved)}" if res.moved else f"no camera moved ({', '.join(checked)} fit the rig)")
+    if res.unchecked:
+        summary += f"; not checked: {', '.join(res.unchecked)}"
+    print(f"checked in {res.seconds:.2f} s: {summary}")
     if bad:
         why = "; ".join(f"{k}: {v}" for k, v in bad.items())
         raise RigMismatch(f"{', '.join(args.captures)} does not fit {args.rig} ({why}): a capture of another rig, or a lens whose "
@@ -148,7 +162,7 @@ def _capture_args(p, with_captures=True):
         p.add_argument("captures", nargs="+", help="capture folder(s): <camera>/*.png or <camera>.mp4, optional capture.json, arm_poses.json")
     p.add_argument("--board", help="board file or shipped name (calibration/boards/*.json); default: capture.json's")
     p.add_argument("--mount", choices=["free", "gripper", "static"], help="how the board is held (default: capture.json's, else free)")
-    p.add_argument("--wrist", help="comma-separated wrist cameras (need arm poses and a static board)")
+    p.add_argument("--wrist", help="comma-separated wrist cameras (default: capture.json's; need arm poses and a static board)")
     p.add_argument("--every", type=int, default=10, help="for videos: use every N-th frame (default 10)")
 
 
@@ -158,8 +172,12 @@ def register(sub) -> None:
     s = p.add_subparsers(title="actions", metavar="ACTION")
 
     r = s.add_parser("run", help="calibrate from capture folders; writes the rig file and a report",
-                     description="Detect the board, initialise each camera, adjust everything jointly, write rig + report.\n\n"
-                                 "example:\n  wallwm-edge calibrate run capture/ --board charuco_a4 --mount gripper --out rig.json",
+                     description="Detect the board, initialise each camera, adjust everything jointly, write rig + report.\n"
+                                 "Several capture folders are adjusted together, each with its own board mount (gripper: the arm holds "
+                                 "the board; static: it lies on the table and the arm moves the wrist camera; free: by hand); the arm's "
+                                 "poses tie them into the robot base frame. Formats and frames: wallwm_edge/calibration/README.md.\n\n"
+                                 "examples:\n  wallwm-edge calibrate run capture/ --board charuco_a4 --mount gripper --out rig.json\n"
+                                 "  wallwm-edge calibrate run capture_gripper/ capture_table/ --out rig.json   (fixed cameras, then the wrist camera)",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _capture_args(r)
     r.add_argument("--out", default="rig.json", help="rig file to write (default rig.json)")
@@ -169,7 +187,11 @@ def register(sub) -> None:
     r.set_defaults(func=_run)
 
     c = s.add_parser("check", help="from a few new captures: which camera moved, by how much; refine only it",
-                     description="Compare new captures with a rig; refine the moved camera(s) only.\n\n"
+                     description="Compare new captures with a rig; refine the moved camera(s) only. Every camera the captures show "
+                                 "is checked, wrist cameras included (their flange-to-camera transform, from a capture where the arm "
+                                 "moves them over a board lying still); each is listed with its median residual before and after.\n\n"
+                                 "exit status: 0 nothing moved, or --out written; 1 a camera moved and no --out was given (the rig "
+                                 "no longer fits); 2 bad input, or the capture does not fit the rig at all (nothing written).\n\n"
                                  "example:\n  wallwm-edge calibrate check rig.json recheck/ --out rig_fixed.json",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("rig", help="the rig file to check")

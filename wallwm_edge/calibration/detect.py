@@ -1,12 +1,19 @@
 """Find the board in every image (or video frame) of a capture folder and return a `Session`.
 
-Capture folder:
+Capture folder (formats and frames in full: wallwm_edge/calibration/README.md):
     capture/
-      capture.json       optional: {"board": "charuco_a4" | {board fields}, "board_mount": "free"|"gripper"|"static",
+      capture.json       optional: {"board": "charuco_a4" | {board fields, "name" optional}, "board_mount": "free"|"gripper"|"static",
                                     "wrist": ["gripperPOV"]}
-      arm_poses.json     optional: {"<frame>": 4x4 T_base_flange, ...} (metres), needed for gripper/static/wrist
+      arm_poses.json     optional, needed for gripper/static boards and wrist cameras. T_base_flange per frame: the
+                         flange's pose in the robot base frame (p_base = T_base_flange @ p_flange, metres), as the
+                         arm's forward kinematics report it. Either {"<frame>": 4x4, ...}, or a list
+                         [{"frame": "<frame>", "T_base_flange": 4x4}, ...], or a list of 4x4 in frame order
+                         (entry i: the i-th frame key in sorted order; for videos, video frame i)
       <camera>/*.png|jpg one folder per camera; the file stem is the frame key shared across cameras
       <camera>.mp4|avi   or one video per camera; frame key = frame index (every `every`-th frame)
+
+Everything that can be wrong with the folder (board, mount, wrist cameras, arm poses and their frames) is
+checked by `open_capture` before any image is read, so a bad file costs no detection time.
 
 Detection: cv2.aruco.CharucoDetector.detectBoard (OpenCV 5 API) for ChArUco boards;
 cv2.findChessboardCornersSB for checkerboards (all corners must be visible; keep the board's long side
@@ -16,6 +23,7 @@ along the same image axis in all cameras, since a checkerboard's 180-degree turn
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,24 +139,64 @@ def load_capture_meta(folder: Path) -> dict:
     return d
 
 
-def load_arm_poses(folder: Path) -> dict[str, np.ndarray] | None:
+def load_arm_poses(folder: Path, frame_keys: list[str] | None = None) -> dict[str, np.ndarray] | None:
+    """T_base_flange per frame key from arm_poses.json (any of its three layouts), or None when absent."""
     from wallwm_edge.calibration.rig import check_pose
 
-    from wallwm_edge.validate import load_json, matrix, obj, require
+    from wallwm_edge.validate import array, describe, load_json, matrix, obj, require, string
 
     p = folder / "arm_poses.json"
     if not p.exists():
         return None
     d = load_json(p)
-    if not isinstance(d, dict):
-        raise DataError(f"{p}: must map frame keys to 4x4 T_base_flange matrices")
+    layouts = ('{"<frame>": 4x4 T_base_flange, ...}, [{"frame": "<frame>", "T_base_flange": 4x4}, ...] '
+               "or a list of 4x4 T_base_flange in frame order")
+    if isinstance(d, list) and d and isinstance(d[0], dict):
+        require(d, array(obj({"frame": string(nonempty=True, max_len=200), "T_base_flange": matrix(4, 4)}, required=("frame", "T_base_flange"))),
+                f"{p}: ")
+        d = {str(e["frame"]): e["T_base_flange"] for e in d}
+    elif isinstance(d, list):
+        require(d, array(matrix(4, 4)), f"{p}: ")
+        keys = frame_keys or []
+        if len(d) != len(keys):
+            raise DataError(f"{p}: a list of {len(d)} arm poses, but the capture has {len(keys)} frames; one pose per frame, "
+                            f"in sorted frame order (or map frames to poses: {layouts})")
+        d = dict(zip(keys, d))
+    elif not isinstance(d, dict):
+        raise DataError(f"{p}: must be one of {layouts}; got {describe(d)}")
     require(d, obj(values=matrix(4, 4)), f"{p}: ")  # types and finiteness before check_pose does arithmetic
     return {str(k): check_pose(v, f"{p}: frame {k!r}") for k, v in d.items()}
 
 
-def load_session(folder: str | Path, board: Board | None = None, board_mount: str | None = None, wrist: list[str] | None = None,
-                 cameras: list[str] | None = None, every: int = 10, progress: bool = False) -> Session:
-    """Detect the board in a capture folder. Options override capture.json."""
+@dataclass
+class Capture:
+    """A capture folder with everything checked and nothing detected yet."""
+
+    folder: Path
+    board: Board
+    mount: str
+    wrist: tuple[str, ...]
+    cam_paths: list[Path]
+    flange: dict[str, np.ndarray] | None
+
+
+def _image_stems(cam_path: Path) -> list[str]:
+    return sorted(p.stem for p in cam_path.iterdir() if p.suffix.lower() in IMAGE_EXT) if cam_path.is_dir() else []
+
+
+def _video_frames(cam_path: Path) -> int:
+    import cv2
+
+    cap = cv2.VideoCapture(str(cam_path))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    cap.release()
+    return max(n, 0)
+
+
+def open_capture(folder: str | Path, board: Board | None = None, board_mount: str | None = None, wrist: list[str] | None = None,
+                 cameras: list[str] | None = None) -> Capture:
+    """Check a capture folder (capture.json, board, mount, wrist cameras, arm_poses.json and that every image
+    that needs an arm pose has one) without reading any image. Options override capture.json."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: capture folder not found")
@@ -157,7 +205,7 @@ def load_session(folder: str | Path, board: Board | None = None, board_mount: st
         spec = meta.get("board")
         if spec is None:
             raise DataError(f"{folder}: no board given (use --board, or put \"board\" in capture.json)")
-        board = Board.from_json(spec, where=f"{folder}/capture.json: ") if isinstance(spec, dict) else Board.load(spec)
+        board = Board.from_json(spec, where=f"{folder}/capture.json: ", name=f"{folder.name}_board") if isinstance(spec, dict) else Board.load(spec)
     mount = board_mount or meta.get("board_mount", "free")
     if mount not in MOUNTS:
         raise DataError(f"{folder}: board_mount must be one of {MOUNTS}, got {mount!r}")
@@ -174,6 +222,31 @@ def load_session(folder: str | Path, board: Board | None = None, board_mount: st
     for w in wrist:
         if w not in {p.stem for p in cam_paths}:
             raise DataError(f"{folder}: wrist camera {w!r} has no images in this capture")
+    videos = [p for p in cam_paths if not p.is_dir()]
+    keys = sorted({k for c in cam_paths for k in _image_stems(c)} |
+                  {f"{k:06d}" for v in videos for k in range(_video_frames(v))})
+    flange = load_arm_poses(folder, keys)
+    need = [c for c in cam_paths if mount != "free" or c.stem in wrist]
+    if need and flange is None:
+        raise DataError(f"{folder}: board_mount {mount!r}{' and wrist cameras ' + str(list(wrist)) if wrist else ''} need arm poses: "
+                        "add arm_poses.json mapping each frame to T_base_flange")
+    for c in need:
+        lost = [k for k in _image_stems(c) if k not in flange]
+        if lost:
+            raise DataError(f"{folder / 'arm_poses.json'}: no arm pose for frame {lost[0]!r} (image {c / lost[0]}.*"
+                            f"{f' and {len(lost) - 1} more' if len(lost) > 1 else ''}); every image of camera {c.stem!r} needs one")
+    return Capture(folder, board, mount, wrist, cam_paths, flange)
+
+
+def load_session(folder: str | Path, board: Board | None = None, board_mount: str | None = None, wrist: list[str] | None = None,
+                 cameras: list[str] | None = None, every: int = 10, progress: bool = False) -> Session:
+    """Detect the board in a capture folder. Options override capture.json."""
+    return detect(open_capture(folder, board, board_mount, wrist, cameras), every, progress)
+
+
+def detect(cap: Capture, every: int = 10, progress: bool = False) -> Session:
+    """Find the board in every image of a checked capture."""
+    folder, board, mount, wrist, cam_paths = cap.folder, cap.board, cap.mount, cap.wrist, cap.cam_paths
     det = Detector(board)
     n_markers = (board.squares_x * board.squares_y) // 2
     views, sizes, n_images = [], {}, {}
@@ -212,8 +285,4 @@ def load_session(folder: str | Path, board: Board | None = None, board_mount: st
             if hint:
                 raise DataError(f"camera {cam!r}, image {first[2]}: markers of {hint} found but board {board.name!r} uses {board.dictionary}; "
                                 "the board file does not match the printed board")
-    flange = load_arm_poses(folder)
-    if (mount != "free" or wrist) and flange is None:
-        raise DataError(f"{folder}: board_mount {mount!r}{' and wrist cameras ' + str(list(wrist)) if wrist else ''} need arm poses: "
-                        "add arm_poses.json mapping each frame to T_base_flange")
-    return Session(folder.name, board, mount, sizes, views, flange, wrist, n_images)
+    return Session(folder.name, board, mount, sizes, views, cap.flange, wrist, n_images)

@@ -130,29 +130,56 @@ def _cam_from_board(ref: ViewRef, N: np.ndarray) -> np.ndarray:
     return se3.inv(ref.F) @ T_base_cam if ref.wrist else T_base_cam
 
 
+def hand_eye_groups(refs: list[ViewRef]) -> list[list[ViewRef]]:
+    """Views that tie a camera to the base through the arm's poses, one group per (session, camera): a fixed
+    camera seeing a gripper-held board, or a wrist camera seeing a board lying still. Largest first."""
+    groups: dict[tuple, list[ViewRef]] = {}
+    for r in refs:
+        if r.gripper != r.wrist:  # a wrist camera on a gripper-held board sees it still: no arm motion to use
+            groups.setdefault((r.session, r.view.camera), []).append(r)
+    return sorted((g for g in groups.values() if len(g) >= 3), key=len, reverse=True)
+
+
+def solve_hand_eye(sessions: list[Session], group: list[ViewRef]) -> dict:
+    """AX = XB for one group: the camera node and the board node in the robot base frame."""
+    Fs = [se3.inv(r.F) if r.gripper else r.F for r in group]
+    try:
+        X, C = se3.hand_eye(Fs, [r.T_cam_board for r in group])
+    except ValueError as e:
+        raise DataError(f"camera {group[0].view.camera!r}, session {sessions[group[0].session].name!r}: hand-eye is undetermined ({e}); "
+                        "move the arm through rotations about at least two different axes") from None
+    return {group[0].cam_node: X, group[0].board_node: C}
+
+
 def seed(sessions: list[Session], refs: list[ViewRef], reference: str) -> tuple[dict, bool]:
     """The first known nodes. With arm poses that tie a camera to the base (fixed camera + gripper board, or
     wrist camera + static board) we solve hand-eye and the base frame is the robot's (absolute=True);
     otherwise the reference camera defines the frame (T_base_cam = identity)."""
-    best = None
-    for s, sess in enumerate(sessions):
-        for cam in sess.cameras():
-            rs = [r for r in refs if r.session == s and r.view.camera == cam and (r.gripper != r.wrist)]
-            if len(rs) >= 3 and (best is None or len(rs) > len(best)):
-                best = rs
-    if best is None:
+    groups = hand_eye_groups(refs)
+    if not groups:
         return {("cam", reference): np.eye(4)}, False
-    Fs = [se3.inv(r.F) if r.gripper else r.F for r in best]
-    try:
-        X, C = se3.hand_eye(Fs, [r.T_cam_board for r in best])
-    except ValueError as e:
-        raise DataError(f"camera {best[0].view.camera!r}, session {sessions[best[0].session].name!r}: hand-eye is undetermined ({e}); "
-                        "move the arm through rotations about at least two different axes") from None
-    return {best[0].cam_node: X, best[0].board_node: C}, True
+    return solve_hand_eye(sessions, groups[0]), True
 
 
-def propagate(refs: list[ViewRef], known: dict) -> dict:
-    """Fill every node from its known neighbours (the node with the most links first); averages all links."""
+def reseed_hand_eye(sessions: list[Session], refs: list[ViewRef]):
+    """For `propagate`: where the walk over shared views stops (a part of the rig that shares no view with
+    what is known, e.g. a wrist camera seen only over the table board of a second capture), solve that
+    part's own hand-eye; the arm's poses put it in the same base frame. So any number of captures and
+    board mounts end up in one joint adjustment."""
+    groups = hand_eye_groups(refs)
+
+    def reseed(known: dict) -> dict:
+        for g in groups:  # largest first; when the walk is stuck, a group's two nodes are both unknown
+            if g[0].cam_node not in known and g[0].board_node not in known:
+                return solve_hand_eye(sessions, g)
+        return {}
+
+    return reseed
+
+
+def propagate(refs: list[ViewRef], known: dict, reseed=None) -> dict:
+    """Fill every node from its known neighbours (the node with the most links first); averages all links.
+    `reseed(known)` may add nodes (from hand-eye) when no known node links to the rest."""
     nodes = {r.cam_node for r in refs} | {r.board_node for r in refs}
     while len(known) < len(nodes):
         links: dict[tuple, list[np.ndarray]] = {}
@@ -161,10 +188,14 @@ def propagate(refs: list[ViewRef], known: dict) -> dict:
                 links.setdefault(r.board_node, []).append(_board_from_cam(r, known[r.cam_node]))
             elif r.board_node in known and r.cam_node not in known:
                 links.setdefault(r.cam_node, []).append(_cam_from_board(r, known[r.board_node]))
+        if not links and reseed is not None and (new := reseed(known)):
+            known.update(new)
+            continue
         if not links:
             lost = sorted({n[1] for n in nodes - set(known) if n[0] == "cam"})
             raise DataError(f"cameras {lost} share no board view with the others and no arm pose links them to the base: "
-                            "capture frames where they see the board together with a calibrated camera, or hold the board in the gripper")
+                            "capture frames where they see the board together with a calibrated camera, hold the board in the gripper "
+                            "(fixed cameras), or lay it still on the table and move the arm (wrist cameras), with arm_poses.json")
         node = max(links, key=lambda n: len(links[n]))
         known[node] = se3.average(links[node])
     return known

@@ -45,6 +45,8 @@ class CameraQuality:
     centre_std_mm: float
     status: str = "good"  # good | recapture | insufficient
     advice: list[str] = field(default_factory=list)
+    mount: str = "fixed"  # fixed | wrist
+    shares_views: bool = True  # some frame shows its board to another camera too
 
 
 def perspective(X: np.ndarray, uv: np.ndarray) -> float:
@@ -96,6 +98,9 @@ def assess(cal, cfg: QualityConfig = QualityConfig()) -> list[CameraQuality]:
     intr_col[prob.intr_free] = np.arange(n_intr)
     pose_col = np.full(prob.pose_free.shape, -1)
     pose_col[prob.pose_free] = n_intr + np.arange(prob.pose_free.sum())
+    seen_by: dict[tuple, set] = {}
+    for r in prob.refs:
+        seen_by.setdefault(r.board_node, set()).add(r.view.camera)
     for i, name in enumerate(prob.cameras):
         obs = prob.obs_cam == i
         inl = obs & res.inlier
@@ -119,7 +124,8 @@ def assess(cal, cfg: QualityConfig = QualityConfig()) -> list[CameraQuality]:
         else:
             rot_std = centre_std = 0.0  # held fixed (the reference camera defines the frame)
         q = CameraQuality(name, len(vidx), int(obs.sum()), int((obs & ~res.inlier).sum()), rms, view_rms, cov_frac, empty,
-                          persp, float(f_std), rot_std, centre_std)
+                          persp, float(f_std), rot_std, centre_std, mount=cal.rig.camera(name).mount,
+                          shares_views=any(len(seen_by[r.board_node]) > 1 for r in prob.refs if r.view.camera == name))
         _verdict(q, cfg)
         out.append(q)
     return out
@@ -135,8 +141,17 @@ def _verdict(q: CameraQuality, cfg: QualityConfig) -> None:
                    "bring it closer and tilt it 30-45 degrees left, right, up and down")
     pose_ratio = max(q.rot_std_deg / cfg.max_rot_std_deg, q.centre_std_mm / cfg.max_centre_std_mm)
     if pose_ratio > 1:  # 1-2.5x the limit: usable, recapture advised; beyond: not determined
-        (bad if pose_ratio > 2.5 else warn).append(f"pose is uncertain (+-{q.rot_std_deg:.2g} deg, +-{q.centre_std_mm:.2g} mm): add views shared with the other cameras "
-                   "or with the arm moving the board")
+        # the remedy depends on what can tie this camera down: the arm moving it (wrist), the arm moving the board
+        # in front of it (a camera that shares no view with the others), or views shared with the others
+        if q.mount == "wrist":
+            how = ("move the arm through more poses with larger rotations, about at least two different axes, while the wrist camera "
+                   "sees the board lying still")
+        elif not q.shares_views:
+            how = ("hold the board in the gripper and move the arm through more poses in front of this camera, turning the board about "
+                   "at least two different axes")
+        else:
+            how = "add views shared with the other cameras, or hold the board in the gripper and move the arm"
+        (bad if pose_ratio > 2.5 else warn).append(f"pose is uncertain (+-{q.rot_std_deg:.2g} deg, +-{q.centre_std_mm:.2g} mm): {how}")
     if q.coverage < cfg.min_coverage:
         warn.append(f"detections cover {100 * q.coverage:.0f}% of the image: add views with the board in the "
                     f"{', '.join(q.empty_regions) or 'empty'} part(s) of the image")

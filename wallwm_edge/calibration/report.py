@@ -2,7 +2,7 @@
 
 Row per camera: (1) reprojection residuals (dx, dy) of every corner, outliers in red, with the 1 px circle;
 (2) where in the image the corners were detected (the coverage grid shaded where empty), coloured by
-residual; (3) RMS of each view in capture order, bad views in red.
+residual; (3) RMS of each view in capture order, labelled by its image (camera/file), bad views in red.
 """
 
 from __future__ import annotations
@@ -15,6 +15,14 @@ import numpy as np
 from wallwm_edge.calibration.quality import GRID
 
 STATUS_COLOUR = {"good": "#1a7f37", "recapture": "#b35900", "insufficient": "#c62828"}
+
+
+def _short(source: str) -> str:
+    """'capture/cam0/0003.png' -> 'cam0/0003'; 'cam0.mp4#120' -> 'cam0#120'; 'synthetic:cam0/0003' -> 'cam0/0003'."""
+    src = source.split(":", 1)[-1] if source.startswith("synthetic:") else source
+    p = Path(src.split("#")[0])
+    frame = f"#{src.split('#')[1]}" if "#" in src else ""
+    return f"{p.parent.name}/{p.stem}" if not frame else f"{p.stem}{frame}"
 
 
 def plot(cal, path: str | Path) -> Path:
@@ -67,8 +75,12 @@ def plot(cal, path: str | Path) -> Path:
         bad = vr > max(3 * np.median(finite), 1.0) if len(finite) else np.zeros(len(vr), bool)
         ax.bar(np.arange(len(vr)), np.where(np.isfinite(vr), vr, 0), color=np.where(bad, "#c62828", "#1f77b4"))
         ax.axhline(q.rms_px, color="grey", ls="--", lw=1, label=f"camera RMS {q.rms_px:.2f} px")
-        ax.set_xlabel("view (capture order)")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        # views are labelled by their image (camera folder / file), so a bad one can be found and dropped
+        names = [_short(src) for src, _ in q.view_rms]
+        step = max(1, int(np.ceil(len(names) / 40)))
+        ax.set_xticks(np.arange(0, len(names), step))
+        ax.set_xticklabels(names[::step], rotation=90, fontsize=6)
+        ax.set_xlabel("view (image, capture order)" + (f"; every {step}th labelled" if step > 1 else ""))
         ax.set_ylabel("RMS (px)")
         ax.legend(fontsize=7, loc="upper right")
         ax.set_title(f"{q.n_views} views; focal +-{q.focal_std_pct:.2f}%, pose +-{q.rot_std_deg:.3f} deg / +-{q.centre_std_mm:.2f} mm (1 sigma)", fontsize=9)

@@ -12,7 +12,7 @@ import numpy as np
 
 from wallwm_edge.calibration import se3
 from wallwm_edge.calibration.adjust import AdjustConfig, AdjustResult, Problem, adjust
-from wallwm_edge.calibration.initial import check_counts, intrinsics, pnp, propagate, seed, view_refs
+from wallwm_edge.calibration.initial import check_counts, intrinsics, pnp, propagate, reseed_hand_eye, seed, view_refs
 from wallwm_edge.calibration.observations import Session
 from wallwm_edge.calibration.quality import CameraQuality, QualityConfig, assess, perspective
 from wallwm_edge.calibration.rig import Camera, Rig
@@ -102,7 +102,7 @@ def calibrate(sessions: list[Session], cfg: CalibrateConfig = CalibrateConfig(),
     for c in wrist:
         if not absolute:
             raise DataError(f"camera {c!r} is on the wrist: it needs a session with arm poses and a static board (board_mount 'static')")
-    known = propagate(refs, known)
+    known = propagate(refs, known, reseed_hand_eye(sessions, refs) if absolute else None)
     init.update({k: v for k, v in known.items()})
     hold = set(fixed) | (set() if absolute else {("pose", reference)})
     adjust_cfg = cfg.adjust

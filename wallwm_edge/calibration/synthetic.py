@@ -36,6 +36,7 @@ class SceneConfig:
     board_distance: tuple[float, float] = (0.35, 0.7)  # camera to board centre, metres
     tilt_deg: tuple[float, float] = (15.0, 50.0)  # board normal away from the camera's view ray
     wrist: bool = False  # add a wrist camera "wrist" (needs board_mount="static" frames to be seen)
+    table_seen_by_fixed: bool = True  # static board: fixed cameras see it too (False: only the wrist camera does)
     degenerate: bool = False  # board always far (2.5 m) and frontal: intrinsics cannot be determined
     seed: int = 0
 
@@ -98,7 +99,7 @@ def make_scene(cfg: SceneConfig, board: Board) -> Scene:
         name = f"{k:04d}"
         if mount == "static":
             poses[name] = T_table_board
-            targets[name] = [c.name for c in rig.cameras]
+            targets[name] = [c.name for c in rig.cameras if c.mount == "wrist" or cfg.table_seen_by_fixed]
             continue
         if cfg.layout == "overlap" or len(fixed) == 1:
             aim = [c.name for c in fixed]  # close to one camera (fills its image), seen by the others too
@@ -164,6 +165,19 @@ def camera_pose(scene: Scene, cam: Camera, frame: str) -> np.ndarray:
     return cam.T_base_cam
 
 
+def may_see(scene: Scene, cam: Camera, frame: str) -> bool:
+    """Whether `cam` can see the board in `frame`: a wrist camera only sees a board lying still (on a
+    gripper-held board it would see the same image in every frame); a fixed camera when aimed at."""
+    if cam.mount == "wrist":
+        return scene.board_mount == "static" and cam.name in scene.targets[frame]
+    return cam.name in scene.targets[frame]
+
+
+def in_capture(scene: Scene) -> list[Camera]:
+    """The cameras that appear in the capture (a camera that can never see the board has no images)."""
+    return [c for c in scene.rig.cameras if any(may_see(scene, c, f) for f in scene.T_base_board)]
+
+
 def project_views(scene: Scene, sigma: float = 0.5, outlier_frac: float = 0.0, outlier_px=(10.0, 50.0), min_corners: int = 8,
                   seed: int = 0) -> Session:
     """Project the board corners through every camera that may see them: noise sigma px, some outliers."""
@@ -174,9 +188,7 @@ def project_views(scene: Scene, sigma: float = 0.5, outlier_frac: float = 0.0, o
         Xb = X @ T_bb[:3, :3].T + T_bb[:3, 3]
         normal = -T_bb[:3, 2]
         for cam in scene.rig.cameras:
-            if cam.name not in scene.targets[frame] and not (cam.mount == "wrist"):
-                continue
-            if cam.mount == "wrist" and scene.board_mount != "static":
+            if not may_see(scene, cam, frame):
                 continue
             T = camera_pose(scene, cam, frame)
             uv, z = cam.with_pose(T).project(Xb)
@@ -192,8 +204,9 @@ def project_views(scene: Scene, sigma: float = 0.5, outlier_frac: float = 0.0, o
                 ang = rng.uniform(0, 2 * np.pi, n_out)
                 pts[k] += rng.uniform(*outlier_px, n_out)[:, None] * np.stack([np.cos(ang), np.sin(ang)], 1)
             views.append(View(cam.name, frame, ids.astype(np.int64), pts, f"synthetic:{cam.name}/{frame}"))
-    sizes = {c.name: (c.width, c.height) for c in scene.rig.cameras}
-    wrist = tuple(c.name for c in scene.rig.cameras if c.mount == "wrist")
+    cams = in_capture(scene)
+    sizes = {c.name: (c.width, c.height) for c in cams}
+    wrist = tuple(c.name for c in cams if c.mount == "wrist")
     return Session("synthetic", scene.board, scene.board_mount, sizes, views, scene.flange, wrist)
 
 
@@ -248,18 +261,17 @@ def write_capture(scene: Scene, out_dir, noise: float = 2.0, seed: int = 0) -> d
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     counts = {}
-    for cam in scene.rig.cameras:
+    cams = in_capture(scene)
+    for cam in cams:
         (out / cam.name).mkdir(parents=True, exist_ok=True)
         counts[cam.name] = 0
         for frame, T_bb in scene.T_base_board.items():
-            if cam.mount == "fixed" and cam.name not in scene.targets[frame]:
-                continue
-            if cam.mount == "wrist" and scene.board_mount != "static":
+            if not may_see(scene, cam, frame):
                 continue
             img = render_view(scene.board, cam, camera_pose(scene, cam, frame), T_bb, noise=noise, rng=rng)
             cv2.imwrite(str(out / cam.name / f"{frame}.png"), img)
             counts[cam.name] += 1
-    meta = {"board": scene.board.to_json(), "board_mount": scene.board_mount, "wrist": [c.name for c in scene.rig.cameras if c.mount == "wrist"]}
+    meta = {"board": scene.board.to_json(), "board_mount": scene.board_mount, "wrist": [c.name for c in cams if c.mount == "wrist"]}
     (out / "capture.json").write_text(json.dumps(meta, indent=2) + "\n")
     if scene.flange is not None:
         (out / "arm_poses.json").write_text(json.dumps({k: v.tolist() for k, v in scene.flange.items()}) + "\n")
