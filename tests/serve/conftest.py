@@ -1,7 +1,9 @@
 """A tiny teacher served by a real `wallwm-edge serve` subprocess on a free loopback port."""
 
 import pytest
-from serve_helpers import Served, make_dataset
+from serve_helpers import make_dataset
+
+from wallwm_edge.serve.process import ServerProcess
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +37,6 @@ def served_teacher_ckpt(serve_dataset, tmp_path_factory):
 def server(served_teacher_ckpt):
     # A wide batching window and a small max batch: concurrent clients are stacked however loaded the machine,
     # and a batch of 4 leaves at once without waiting out the window.
-    s = Served(served_teacher_ckpt, "--max-batch", "4", "--batch-window-ms", "300")
+    s = ServerProcess(served_teacher_ckpt, "--max-batch", "4", "--batch-window-ms", "300")
     yield s
     s.stop()

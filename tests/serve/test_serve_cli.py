@@ -9,10 +9,11 @@ import torch
 
 from wallwm_edge.cli import main
 from wallwm_edge.model.checkpoint import load_model
+from wallwm_edge.serve.process import ServerProcess
 from wallwm_edge.train.distill import DistillConfig, Distiller
 from wallwm_edge.train.samples import hash_embedder
 
-from serve_helpers import Served, free_port, make_dataset
+from serve_helpers import free_port, make_dataset
 
 
 def one_error_line(err: str) -> str:
@@ -81,6 +82,6 @@ def test_distill_with_no_server_is_one_line_in_bounded_time(serve_dataset, tmp_p
 
 
 def test_the_server_stops_cleanly_on_sigterm(served_teacher_ckpt):
-    s = Served(served_teacher_ckpt)
+    s = ServerProcess(served_teacher_ckpt)
     err = s.stop()
     assert s.proc.returncode == 0 and "stopped: 0 requests" in err and "Traceback" not in err

@@ -11,5 +11,6 @@ observation dict and each reply a dict with "actions" (we add "end_prob", "lengt
     client.py          PolicyClient: connect with timeout and retries, infer(obs), label(batch) (torch-free)
     backend.py         the model side: batched act and batched teacher trajectories (torch)
     server.py          PolicyServer: asyncio WebSocket server with dynamic batching and /healthz
+    process.py         ServerProcess: `wallwm-edge serve` as a child process on a free port (scripts, tests)
     cli.py             `wallwm-edge serve`
 """
