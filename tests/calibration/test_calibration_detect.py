@@ -174,3 +174,27 @@ def test_sheets_are_iso_pages_with_the_board_at_true_size(tmp_path):
     assert abs((cols[-1] - cols[0] + 1) / 50 * 25.4 - 245) < 1.5
     shipped = Path(__file__).resolve().parents[2] / "calibration" / "sheets"
     assert _pdf_page_mm(shipped / "charuco_a4.pdf") == (297, 210) and _pdf_page_mm(shipped / "charuco_a3.pdf") == (420, 297)
+
+
+def test_readme_two_captures_then_check_the_wrist(tmp_path, capsys):
+    """calibration/README.md's form: `calibrate run capture_gripper/ capture_table/`, the wrist camera only in
+    the table capture (board lying on the table, the arm moving the camera); then `calibrate check` on a
+    table capture with the wrist camera knocked by 0.5 deg / 2 mm names it, with its residual before and after."""
+    g, t, k = tmp_path / "capture_gripper", tmp_path / "capture_table", tmp_path / "recheck_table"
+    assert main(["calibrate", "synth", "--out", str(g), "--cameras", "2", "--frames", "8"]) == 0
+    assert main(["calibrate", "synth", "--out", str(t), "--cameras", "2", "--frames", "10", "--mount", "static"]) == 0
+    assert sorted(p.name for p in t.iterdir() if p.is_dir()) == ["wrist"]
+    rig_path = tmp_path / "rig.json"
+    assert main(["calibrate", "run", str(g), str(t), "--out", str(rig_path), "--report", str(tmp_path / "rep")]) == 0
+    rig, truth = Rig.load(rig_path), Rig.load(t / "rig_truth.json")
+    for c in truth.cameras:
+        e = rig.camera(c.name)
+        r, d = se3.pose_error(e.T_flange_cam, c.T_flange_cam) if c.mount == "wrist" else se3.pose_error(e.T_base_cam, c.T_base_cam)
+        assert e.mount == c.mount and r <= 0.1 and d <= 1e-3 and abs(e.K[0, 0] / c.K[0, 0] - 1) <= 0.003, (c.name, r, d)
+    assert main(["calibrate", "synth", "--out", str(k), "--cameras", "2", "--frames", "10", "--mount", "static", "--bump", "wrist:0.5,2"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "check", str(rig_path), str(k)]) == 1  # moved, no --out: the rig no longer fits
+    out = capsys.readouterr().out
+    line = next(s for s in out.splitlines() if s.strip().startswith("wrist"))
+    assert "MOVED" in line and "flange-to-camera" in line and "px with the rig pose ->" in line, out
+    assert "moved: wrist" in out

@@ -139,8 +139,9 @@ def _synth(args) -> int:
     from wallwm_edge.calibration import synthetic
     from wallwm_edge.calibration.board import Board
 
-    cfg = synthetic.SceneConfig(n_cameras=args.cameras, layout=args.layout, board_mount=args.mount, n_frames=args.frames * args.cameras,
-                                seed=args.seed, board_distance=(0.3, 0.55), tilt_deg=(20, 55))
+    table = args.mount == "static"  # the wrist camera alone over a board on the table (the fixed cameras see none of it)
+    cfg = synthetic.SceneConfig(n_cameras=args.cameras, layout=args.layout, board_mount=args.mount, wrist=table, table_seen_by_fixed=not table,
+                                n_frames=args.frames * (1 if table else args.cameras), seed=args.seed, board_distance=(0.3, 0.55), tilt_deg=(20, 55))
     scene = synthetic.make_scene(cfg, Board.load(args.board))
     if args.bump:
         name, deg, mm = args.bump
@@ -218,6 +219,8 @@ def register(sub) -> None:
                                  "so a second capture with --bump tries `calibrate check` on it.\n\n"
                                  "examples:\n  wallwm-edge calibrate synth --out capture/\n"
                                  "  wallwm-edge calibrate run capture/ --out rig.json\n"
+                                 "  wallwm-edge calibrate synth --out capture_table/ --mount static   (the wrist camera over the table)\n"
+                                 "  wallwm-edge calibrate run capture/ capture_table/ --out rig.json\n"
                                  "  wallwm-edge calibrate synth --out new_capture/ --bump cam1      (cam1 moved by 1 deg, 5 mm)\n"
                                  "  wallwm-edge calibrate check rig.json new_capture/ --out rig_fixed.json",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,9 +229,12 @@ def register(sub) -> None:
     y.add_argument("--layout", choices=["overlap", "chain", "none"], default="none",
                    help="which cameras see the board together: none (one camera per frame, tied by the arm poses; default), "
                         "chain (neighbours), overlap (several)")
-    y.add_argument("--mount", choices=["free", "gripper"], default="gripper",
-                   help="gripper: the arm holds the board, arm_poses.json written (default); free: moved by hand")
-    y.add_argument("--frames", type=int, default=15, help="board poses per camera (default 15: 45 images for 3 cameras)")
+    y.add_argument("--mount", choices=["free", "gripper", "static"], default="gripper",
+                   help="gripper: the arm holds the board, arm_poses.json written (default); free: moved by hand; static: the board "
+                        "lies on the table and the arm moves the wrist camera 'wrist' over it (only it has images; the same --seed "
+                        "gives the same fixed cameras, so `calibrate run` adjusts a gripper capture and this one together)")
+    y.add_argument("--frames", type=int, default=15, help="board poses per camera (default 15: 45 images for 3 cameras; with "
+                                                          "--mount static, arm poses of the wrist camera)")
     y.add_argument("--board", default="charuco_a4", help="board file or shipped name (default charuco_a4, as `calibrate board`)")
     y.add_argument("--seed", type=int, default=0, help="the rig and the board poses (default 0)")
     y.add_argument("--bump", type=_bump_spec, default=None, metavar="CAM[:DEG[,MM]]",
