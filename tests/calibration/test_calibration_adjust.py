@@ -143,3 +143,22 @@ def test_missing_arm_pose_names_frame(gripper_scene):
     del sess.flange["0005"]
     with pytest.raises(DataError, match=r"no arm pose for frame '0005'"):
         calibrate([sess])
+
+
+def test_analytic_jacobian_matches_finite_differences():
+    """Problem.jacobian (analytic, sparse) against central differences, on every kind of block at once: fixed
+    cameras, a gripper-held board, a wrist camera over a board on the table, strong barrel distortion."""
+    from scipy.optimize._numdiff import approx_derivative
+
+    cfg = dict(n_cameras=2, layout="none", wrist=True, seed=3, k1=(-0.3, -0.12), **GOOD)
+    held = S.make_scene(S.SceneConfig(board_mount="gripper", n_frames=20, **cfg), BOARD)
+    table = S.make_scene(S.SceneConfig(board_mount="static", n_frames=10, **cfg), BOARD)
+    prob = calibrate([S.project_views(held, seed=1), S.project_views(table, seed=2)]).problem
+    x = prob.pack() + np.random.default_rng(0).normal(0, 1e-3, len(prob.pack()))
+    keep = np.random.default_rng(1).random(len(prob.uv)) < 0.9
+    Ja = prob.jacobian(x, keep)
+    pattern = prob.sparsity(keep)
+    assert Ja.shape == pattern.shape and (abs(Ja).astype(bool).astype(int) - pattern.astype(bool).astype(int)).max() <= 0  # inside the pattern
+    Jn = approx_derivative(prob.residuals, x, method="3-point", args=(keep,), rel_step=1e-7)
+    rel = np.abs(Ja.toarray() - Jn).max(0) / (np.abs(Jn).max(0) + 1e-9)  # per parameter
+    assert rel.max() < 1e-3, rel.max()

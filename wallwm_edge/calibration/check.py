@@ -100,7 +100,7 @@ def _fit(refs, sessions, cams, init, free_poses, cfg: CheckConfig) -> tuple[Prob
     fixed = {("K", c) for c in cams} | {("pose", c) for c in cams if c not in free_poses}
     prob = Problem(sub, [s.board.corners() for s in sessions], cams, init, fixed, AdjustConfig())
     keep = np.ones(len(prob.uv), bool)
-    res = least_squares(prob.residuals, prob.pack(), jac_sparsity=prob.sparsity(keep), loss="soft_l1", f_scale=cfg.robust_px,
+    res = least_squares(prob.residuals, prob.pack(), jac=prob.jacobian, loss="soft_l1", f_scale=cfg.robust_px,
                         x_scale="jac", args=(keep,), tr_solver="lsmr", tr_options=dict(atol=1e-10, btol=1e-10), max_nfev=100)
     prob.set(res.x)
     return prob, float(res.cost)

@@ -38,6 +38,7 @@ class SceneConfig:
     wrist: bool = False  # add a wrist camera "wrist" (needs board_mount="static" frames to be seen)
     table_seen_by_fixed: bool = True  # static board: fixed cameras see it too (False: only the wrist camera does)
     degenerate: bool = False  # board always far (2.5 m) and frontal: intrinsics cannot be determined
+    k1: tuple[float, float] = (-0.2, 0.1)  # radial distortion of the fixed cameras, drawn uniformly (-0.3: a strong barrel)
     seed: int = 0
 
 
@@ -63,7 +64,7 @@ def make_rig(cfg: SceneConfig, rng: np.random.Generator) -> Rig:
         T = look_at(pos, WORK_CENTRE + rng.normal(0, 0.03, 3), roll_deg=rng.uniform(-8, 8))
         f = rng.uniform(480, 620)
         K = np.array([[f, 0, cfg.width / 2 + rng.uniform(-12, 12)], [0, f * rng.uniform(0.995, 1.005), cfg.height / 2 + rng.uniform(-10, 10)], [0, 0, 1]])
-        dist = np.array([rng.uniform(-0.2, 0.1), rng.uniform(-0.05, 0.1), rng.uniform(-1e-3, 1e-3), rng.uniform(-1e-3, 1e-3), 0.0])
+        dist = np.array([rng.uniform(*cfg.k1), rng.uniform(-0.05, 0.1), rng.uniform(-1e-3, 1e-3), rng.uniform(-1e-3, 1e-3), 0.0])
         cams.append(Camera(f"cam{i}", cfg.width, cfg.height, K, dist, T))
     if cfg.wrist:
         K = np.array([[420.0, 0, cfg.width / 2 + 4], [0, 421.0, cfg.height / 2 - 3], [0, 0, 1]])
