@@ -40,6 +40,7 @@ LAYERS = [
     ("events",),
     ("sim",),
     ("model",),
+    ("serve",),  # serves a checkpoint; train's distiller labels through its client
     ("train",),
     ("export",),
     ("runtime",),
