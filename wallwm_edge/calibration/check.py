@@ -120,7 +120,7 @@ def _why_unchecked(c: str, refs, cams) -> str:
     shared = sum(1 for r in refs if r.view.camera == c and len(seen_by[r.board_node]) > 1)
     per_session: dict[int, int] = {}
     for r in refs:
-        if r.view.camera == c and r.gripper != r.wrist:
+        if r.view.camera == c and r.gripper != r.wrist and r.board_node[2] is None:  # hand-eye: one board node, the arm moving
             per_session[r.session] = per_session.get(r.session, 0) + 1
     if shared >= 2 or max(per_session.values(), default=0) >= 3:
         return ""

@@ -135,7 +135,9 @@ def hand_eye_groups(refs: list[ViewRef]) -> list[list[ViewRef]]:
     camera seeing a gripper-held board, or a wrist camera seeing a board lying still. Largest first."""
     groups: dict[tuple, list[ViewRef]] = {}
     for r in refs:
-        if r.gripper != r.wrist:  # a wrist camera on a gripper-held board sees it still: no arm motion to use
+        # a wrist camera on a gripper-held board sees it still (no arm motion to use), and a hand-held board has a
+        # new pose in every frame: only one board node per capture makes the arm's poses an AX = XB problem
+        if r.gripper != r.wrist and r.board_node[2] is None:
             groups.setdefault((r.session, r.view.camera), []).append(r)
     return sorted((g for g in groups.values() if len(g) >= 3), key=len, reverse=True)
 
