@@ -143,7 +143,7 @@ def test_wrist_capture_alone_is_checked(two_captures):
     assert res.moved == [] and [c.name for c in res.cameras] == ["wrist"] and res.unchecked == []
 
 
-def test_nothing_moved_is_said_explicitly(two_captures, tmp_path, capsys):
+def test_nothing_moved_is_said_explicitly(two_captures):
     held, table = two_captures
     res = _check(table.rig, held, table)
     assert res.moved == [] and res.unchecked == [] and [c.name for c in res.cameras] == ["cam0", "cam1", "wrist"]

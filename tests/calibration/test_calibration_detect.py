@@ -198,3 +198,6 @@ def test_readme_two_captures_then_check_the_wrist(tmp_path, capsys):
     line = next(s for s in out.splitlines() if s.strip().startswith("wrist"))
     assert "MOVED" in line and "flange-to-camera" in line and "px with the rig pose ->" in line, out
     assert "moved: wrist" in out
+    assert main(["calibrate", "check", str(rig_path), str(g), str(t)]) == 0  # the captures it was made from: nothing moved, said so
+    out = capsys.readouterr().out
+    assert "no camera moved (cam0, cam1, wrist fit the rig)" in out and f"nothing moved: {rig_path} still fits" in out, out

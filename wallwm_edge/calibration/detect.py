@@ -22,7 +22,6 @@ along the same image axis in all cameras, since a checkerboard's 180-degree turn
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
