@@ -88,7 +88,7 @@ def main(argv=None) -> int:
 
     from wallwm_edge.bench import write_result
     from wallwm_edge.export.text_encoder import PARITY_SENTENCES, export_text_encoder, load_sentence_transformer
-    from wallwm_edge.runtime.text_encoder import TextEncoder
+    from wallwm_edge.export.encoder_file import TextEncoder
 
     torch.set_num_threads(1)
     reps = 3 if args.quick else 15

@@ -54,11 +54,6 @@ KNOWN = {
     ("wallwm_edge/train/distill.py", "wallwm_edge.export.parity"):
         "distillation reports the student against the teacher with the one parity metric (export/parity.py, where "
         "DESIGN.md puts the gates); removed by moving `compare` below train or gating the student in export",
-    ("wallwm_edge/export/text_encoder.py", "wallwm_edge.runtime.text_encoder"):
-        "the encoder export reads the on-board encoder's file names and class to gate what it writes; removed by "
-        "moving those names into export/ (the runtime then imports them down the flow)",
-    ("wallwm_edge/export/text_encoder.py", "wallwm_edge.cli"):
-        "`export-encoder` is registered from the exporter module itself; removed by moving its register() into export/cli.py",
 }
 
 

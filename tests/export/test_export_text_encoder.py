@@ -11,7 +11,7 @@ import pytest
 
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.export.text_encoder import GATES, PARITY_SENTENCES
-from wallwm_edge.runtime.text_encoder import FILES, META, TOKENIZER, TextEncoder
+from wallwm_edge.export.encoder_file import FILES, META, TOKENIZER, TextEncoder
 
 # Not in PARITY_SENTENCES: the gate's own texts could hide a miss on fresh ones.
 FRESH = [

@@ -1,5 +1,5 @@
 """Any instruction on board: the Student embeds texts outside its caption table with the ONNX sentence
-encoder beside it (runtime/text_encoder.py, torch-free); without one the error names the text and the fix."""
+encoder beside it (export/encoder_file.py, torch-free); without one the error names the text and the fix."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 
 from wallwm_edge.errors import ConfigError, DataError
 from wallwm_edge.runtime.engine import Student
-from wallwm_edge.runtime.text_encoder import FILES, META, TOKENIZER
+from wallwm_edge.export.encoder_file import FILES, META, TOKENIZER
 
 UNSEEN = "please shove the little disc over onto the goal"
 KNOWN = ("grasp the puck", "reach for the puck", "place the puck on the target")
@@ -90,7 +90,7 @@ sys.meta_path.insert(0, NoTorch())
 
 def test_runtime_encoder_imports_and_runs_without_torch(minilm_student):
     code = BLOCK_TORCH + f"""
-from wallwm_edge.runtime.text_encoder import TextEncoder
+from wallwm_edge.export.encoder_file import TextEncoder
 from wallwm_edge.runtime.engine import Student
 e = TextEncoder.find({str(minilm_student)!r}, "int8").encode(["turn the faucet on", {UNSEEN!r}])
 assert e.shape == (2, 384), e.shape

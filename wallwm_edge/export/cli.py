@@ -77,9 +77,32 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads for the eager reference (default 1)")
     p.set_defaults(func=run)
-    from wallwm_edge.export import text_encoder
+    register_encoder(sub)  # export-encoder: the on-board sentence encoder
 
-    text_encoder.register(sub)  # export-encoder: the on-board sentence encoder
+
+def register_encoder(sub) -> None:
+    from wallwm_edge.export.text_encoder import EXAMPLES as ENCODER_EXAMPLES
+
+    p = sub.add_parser("export-encoder", help="export the sentence encoder (all-MiniLM-L6-v2) to ONNX for the on-board runtime",
+                       description="Export the sentence encoder all-MiniLM-L6-v2 to ONNX (fp32 and int8, mean pooling and "
+                                   "L2 normalisation inside), gated against sentence-transformers.\n\n" + ENCODER_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="output folder (the student's folder, so the runtime finds it)")
+    p.add_argument("--precisions", type=comma_list, default=("fp32", "int8"), help="any of fp32,int8 (default both)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the reference (default 1)")
+    p.set_defaults(func=run_encoder)
+
+
+def run_encoder(args) -> int:
+    import torch
+
+    from wallwm_edge.export.text_encoder import export_text_encoder
+
+    torch.set_num_threads(max(1, args.threads))
+    rec = export_text_encoder(args.out, tuple(args.precisions))
+    print(json.dumps({"out": str(args.out), "files": rec["files"],
+                      "min_cosine": {p: round(r["min_cosine"], 6) for p, r in rec["parity"].items()}}))
+    return 0
 
 
 def source_for(checkpoint, data, text_encoder: str, track: str = "subtask"):

@@ -1,4 +1,7 @@
-"""The on-board sentence encoder: all-MiniLM-L6-v2 as ONNX + the `tokenizers` package, no torch.
+"""The exported sentence encoder's files and their torch-free reader: all-MiniLM-L6-v2 as ONNX + `tokenizers`.
+
+The on-board runtime (runtime/engine.py) embeds instructions with it; the exporter (export/text_encoder.py)
+writes these files and gates them through this same reader.
 
     enc = TextEncoder.find("checkpoints/student")       # None when the folder carries no encoder
     E = enc.encode(["put the puck on the target"])      # (N, 384) float32, L2-normalised

@@ -1,7 +1,7 @@
 """`wallwm-edge export-encoder`: the sentence encoder (all-MiniLM-L6-v2) to ONNX, fp32 and int8, gated.
 
 The on-board runtime embeds instructions that are not in the student's caption table with
-`wallwm_edge.runtime.text_encoder.TextEncoder` (onnxruntime + tokenizers, no torch). This writes what it
+`wallwm_edge.export.encoder_file.TextEncoder` (onnxruntime + tokenizers, no torch). This writes what it
 loads, into the student's folder (see that module for the files):
 
     export_text_encoder("checkpoints/student")   # -> {"files": ..., "parity": {"fp32": {...}, "int8": {...}}}
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from wallwm_edge.errors import ConfigError
-from wallwm_edge.runtime.text_encoder import FILES, FORMAT, INPUTS, META, OUTPUT, TOKENIZER, TextEncoder
+from wallwm_edge.export.encoder_file import FILES, FORMAT, INPUTS, META, OUTPUT, TOKENIZER, TextEncoder
 
 # Worst cosine vs sentence-transformers over PARITY_SENTENCES. int8 measured (57 texts): worst 0.959 (on "ok"),
 # mean 0.990; keeping the 6 FFN output projections float gives 0.974 for +11 MB, not worth it on board.
@@ -220,29 +220,3 @@ OUT/text_encoder.json. Put them beside the student's sidecar: `wallwm-edge run` 
 instructions that are not in the student's caption table (embedded on board, no torch). Each file
 must match sentence-transformers (worst cosine >= 0.999 fp32, >= 0.95 int8) or nothing is written.
 """
-
-
-def register(sub) -> None:
-    import argparse
-
-    from wallwm_edge.cli import comma_list
-
-    p = sub.add_parser("export-encoder", help="export the sentence encoder (all-MiniLM-L6-v2) to ONNX for the on-board runtime",
-                       description="Export the sentence encoder all-MiniLM-L6-v2 to ONNX (fp32 and int8, mean pooling and "
-                                   "L2 normalisation inside), gated against sentence-transformers.\n\n" + EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output folder (the student's folder, so the runtime finds it)")
-    p.add_argument("--precisions", type=comma_list, default=("fp32", "int8"), help="any of fp32,int8 (default both)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the reference (default 1)")
-    p.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    import torch
-
-    torch.set_num_threads(max(1, args.threads))
-    rec = export_text_encoder(args.out, tuple(args.precisions))
-    print(json.dumps({"out": str(args.out), "files": rec["files"],
-                      "min_cosine": {p: round(r["min_cosine"], 6) for p, r in rec["parity"].items()}}))
-    return 0
-

@@ -13,7 +13,7 @@ Two layers:
   the full token mask, its (S, S) expansion), the instruction's embedding, fresh Gaussian noise per chunk.
 
 Instructions: the sidecar's caption table is a cache in front of the on-board sentence encoder
-(`runtime.text_encoder.TextEncoder`, all-MiniLM-L6-v2 in ONNX, torch-free) when the student's folder
+(`export.encoder_file.TextEncoder`, all-MiniLM-L6-v2 in ONNX, torch-free) when the student's folder
 carries one (`wallwm-edge export-encoder --out FOLDER`), so any text is accepted; without one, only
 the table's texts are, and any other raises DataError naming the text and that command.
 
@@ -153,10 +153,10 @@ class Captions(Mapping):
 
 
 def attach_encoder(captions: Captions, folder: Path, where: str, text_dim: int, threads: int | None = 1) -> None:
-    """Use the sentence encoder exported into `folder` (runtime.text_encoder), if any, for texts outside
+    """Use the sentence encoder exported into `folder` (export.encoder_file), if any, for texts outside
     the table. It must be the encoder the table was made with: one known caption is re-embedded and must
     agree (cosine >= 0.9; MiniLM fp32 gives 1.0000, int8 >= 0.96, another encoder ~0), else ConfigError."""
-    from wallwm_edge.runtime.text_encoder import TextEncoder
+    from wallwm_edge.export.encoder_file import TextEncoder
 
     enc = TextEncoder.find(folder, threads=threads)
     if enc is None:
@@ -237,7 +237,7 @@ class Student:
 
     def embed(self, text: str) -> np.ndarray:
         """(384,) float32 for an instruction: the sidecar's caption table, else the on-board sentence
-        encoder beside the student (runtime.text_encoder); DataError naming the text when neither has it."""
+        encoder beside the student (export.encoder_file); DataError naming the text when neither has it."""
         if text in self._embed_cache:
             return self._embed_cache[text]
         if text not in self.captions:
@@ -248,7 +248,7 @@ class Student:
 
     @property
     def text_encoder(self):
-        """The on-board sentence encoder (runtime.text_encoder.TextEncoder), or None."""
+        """The on-board sentence encoder (export.encoder_file.TextEncoder), or None."""
         return self.captions.encoder
 
     def unknown_instruction(self, text: str) -> str:
