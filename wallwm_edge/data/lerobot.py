@@ -14,13 +14,21 @@ The LeRobot v3.0 layout (lerobot >= 0.4; several episodes share one file, locate
     videos/<key>/chunk-*/file-*.mp4              frames of consecutive episodes, concatenated
 
 Mapping:
-- views: every feature of dtype "video" (decoded with OpenCV) or "image" (PNG/JPEG bytes in the parquet),
-  named by the key without "observation.images."; frames resized to one common size (--size, else the
-  first camera's).
+- views: every feature of dtype "video" (decoded with PyAV: AV1, h264, hevc, see lerobot_video.py) or
+  "image" (PNG/JPEG bytes in the parquet), named by the key without "observation.images."; frames resized
+  to one common size (--size, else the first camera's).
 - actions <- "action", proprio <- "observation.state" (P = 0 if absent), timestamps <- "timestamp".
-- events: one task event over the episode (caption = the episode's task text); per-frame
-  `subtask_index` labels become subtask events (runs of one label; -1 = unlabelled); without them, the
-  episode is cut into segment events at pauses of the commanded motion (`motion_segments`).
+- events, from per-frame labels, each track in time order (a run of one label is one event, so a task
+  change mid-episode gives two task events):
+    task     <- "language.task" / "task" text column, else `task_index` (meta/tasks.parquet), else the
+                first entry of the episode's `tasks` (LeRobot keeps no order among several)
+    subtask  <- "language.subtask" / "subtask" text column, else `subtask_index` (meta/subtasks.parquet)
+    action   <- "language.action" / "action" text column (when "action" holds text, not the vectors)
+    segment  <- "language.segment" / "segment" text column
+  Unlabelled frames (None, "", index -1) belong to no event. A finer event is cut where a coarser one ends
+  and nests in it. Without any finer label, task events are cut into segment events at pauses of the
+  commanded motion (`motion_segments`). `wallwm-edge data export-lerobot` writes these same columns.
+- the import is atomic: it is written into a hidden sibling folder renamed into place at the end.
 - rig: LeRobot stores no calibration. Unless a rig file from `wallwm-edge calibrate` is given, each camera
   gets a PLACEHOLDER: pinhole with a 60 degree horizontal field of view, principal point at the centre,
   no distortion, identity camera-to-base pose ("fixed", or "wrist" if the name says wrist/hand/gripper).
@@ -34,14 +42,16 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from wallwm_edge.calibration.rig import Camera, Rig
-from wallwm_edge.data.dataset import Dataset
-from wallwm_edge.data.episode import Episode, Event
+from wallwm_edge.data.dataset import INFO, Dataset
+from wallwm_edge.data.episode import TRACKS, Episode, Event
+from wallwm_edge.data.lerobot_video import VideoCursor
 from wallwm_edge.errors import ConfigError, DataError
 
 IMAGE_PREFIX = "observation.images."
@@ -126,7 +136,7 @@ class LeRobotSource:
                 raise DataError(f"{self.root / 'meta' / 'episodes'}: episode rows need 'episode_index' and 'length'")
         self.episodes = {int(r["episode_index"]): r for r in rows}
         self._data_cache: tuple[Path, object] | None = None
-        self._videos: dict[Path, "_VideoCursor"] = {}
+        self._videos: dict[Path, VideoCursor] = {}
 
     @property
     def camera_names(self) -> list[str]:
@@ -185,49 +195,13 @@ class LeRobotSource:
         if cursor is None:
             for old in self._videos.values():  # one open decoder at a time
                 old.close()
-            self._videos = {path: (cursor := _VideoCursor(path))}
+            self._videos = {path: (cursor := VideoCursor(path, vfps))}
         return cursor.read(start, T, f"episode {ep} camera {key!r}")
 
     def close(self) -> None:
         for c in self._videos.values():
             c.close()
         self._videos = {}
-
-
-class _VideoCursor:
-    """Sequential reader of one mp4: episodes are read in order, so we decode forward and seek only
-    when asked for an earlier frame (frame-accurate, unlike seeking by timestamp in some containers)."""
-
-    def __init__(self, path: Path):
-        import cv2
-
-        if not path.is_file():
-            raise DataError(f"{path}: video file missing")
-        self.path, self.cap, self.pos = path, cv2.VideoCapture(str(path)), 0
-        if not self.cap.isOpened():
-            raise DataError(f"{path}: OpenCV cannot open this video (codec unsupported by this OpenCV build?)")
-
-    def read(self, start: int, n: int, where: str) -> np.ndarray:
-        import cv2
-
-        if start < self.pos:
-            self.cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-            self.pos = start
-        while self.pos < start:
-            if not self.cap.grab():
-                raise DataError(f"{self.path}: {where}: video ends at frame {self.pos}, episode starts at {start}")
-            self.pos += 1
-        out = []
-        for i in range(n):
-            ok, bgr = self.cap.read()
-            if not ok:
-                raise DataError(f"{self.path}: {where}: video ends after {i} of {n} frames (from frame {start})")
-            out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            self.pos += 1
-        return np.stack(out)
-
-    def close(self) -> None:
-        self.cap.release()
 
 
 # --- mapping to our format ----------------------------------------------------------------------------
@@ -252,13 +226,23 @@ def scale_camera(cam: Camera, height: int, width: int) -> Camera:
     return Camera(cam.name, width, height, K, cam.dist, cam.T_base_cam, cam.mount, cam.T_flange_cam)
 
 
-def label_runs(labels: list, T: int) -> list[tuple[int, int, int]]:
-    """[(start, end, label)] runs of equal per-frame labels, skipping None/negative (unlabelled) frames."""
-    runs, start = [], 0
+def _labelled(x) -> bool:
+    if x is None:
+        return False
+    if isinstance(x, str):
+        return bool(x.strip())
+    return int(x) >= 0
+
+
+def label_runs(labels: list, T: int, cuts=()) -> list[tuple[int, int, object]]:
+    """[(start, end, label)] runs of equal per-frame labels, skipping unlabelled frames (None, negative
+    indices, empty strings); a run is also cut at every frame in `cuts` (the coarser track's bounds)."""
+    runs, start, cuts = [], 0, set(cuts)
     for t in range(1, T + 1):
-        if t == T or labels[t] != labels[start]:
-            if labels[start] is not None and int(labels[start]) >= 0:
-                runs.append((start, t, int(labels[start])))
+        if t == T or labels[t] != labels[start] or t in cuts:
+            if _labelled(labels[start]):
+                lab = labels[start]
+                runs.append((start, t, lab if isinstance(lab, str) else int(lab)))
             start = t
     return runs
 
@@ -282,16 +266,55 @@ def motion_segments(actions: np.ndarray, min_len: int = 5) -> list[tuple[int, in
     return [(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def episode_events(task_text: str, T: int, subtask_runs: list[tuple[int, int, str]] | None, actions: np.ndarray) -> tuple[Event, ...]:
-    task_key = f"task:{slug(task_text)}"
-    events = [Event("task", 0, T, task_key, task_text)]
-    if subtask_runs:
-        events += [Event("subtask", s, e, f"subtask:{slug(text)}", text, parent=0) for s, e, text in subtask_runs]
-    else:
-        segs = motion_segments(actions)
-        for i, (s, e) in enumerate(segs):
-            events.append(Event("segment", s, e, f"segment:{slug(task_text)}:{i}", f"part {i + 1} of: {task_text}", parent=0))
+def episode_events(labels: dict[str, list], T: int, actions: np.ndarray) -> tuple[Event, ...]:
+    """Events from per-frame text labels {track: [caption or None] * T}, coarse tracks first, each track
+    in time order. A run of one label is one event; a finer run is cut where a coarser event ends and
+    its parent is the innermost coarser event enclosing it. Without any finer label the task events are
+    cut into segment events at pauses of the commanded motion."""
+    events: list[Event] = []
+    for track in TRACKS:
+        if labels.get(track) is None:
+            continue
+        cuts = {e.start for e in events} | {e.end for e in events}
+        for s, e, text in label_runs(labels[track], T, cuts):
+            enclosing = [i for i, p in enumerate(events) if p.start <= s and e <= p.end]
+            parent = max(enclosing, key=lambda i: TRACKS.index(events[i].track)) if enclosing else None
+            events.append(Event(track, s, e, f"{track}:{slug(text)}", text, parent=parent))
+    if not any(e.track != "task" for e in events):
+        for i, task in enumerate(list(events)):
+            for k, (s, e) in enumerate(motion_segments(actions[task.start : task.end])):
+                events.append(Event("segment", task.start + s, task.start + e, f"segment:{slug(task.caption)}:{k}",
+                                    f"part {k + 1} of: {task.caption}", parent=i))
     return tuple(events)
+
+
+def frame_labels(source: "LeRobotSource", ep: int, cols: dict, T: int) -> dict[str, list]:
+    """Per-frame captions of each track found in the frame rows (see the module docstring)."""
+    labels: dict[str, list] = {}
+    for track in TRACKS:
+        for col in (f"language.{track}", track):
+            if col in cols and all(x is None or isinstance(x, str) for x in cols[col]):
+                labels[track] = [x or None for x in cols[col]]
+                break
+    where = f"{source.root}: episode {ep}"
+    if "task" not in labels and cols.get("task_index") is not None:
+        unknown = sorted({int(i) for i in cols["task_index"] if i is not None and int(i) >= 0 and int(i) not in source.tasks})
+        if unknown:
+            raise DataError(f"{where}: field task_index has {unknown[:5]}, not in meta/tasks.parquet")
+        labels["task"] = [None if i is None or int(i) < 0 else source.tasks[int(i)] for i in cols["task_index"]]
+    if "task" not in labels:  # no per-frame task: the episode's listed task (LeRobot keeps no order among several)
+        tasks = source.episodes[ep].get("tasks")
+        if not (isinstance(tasks, list) and tasks):
+            raise DataError(f"{where}: has no task (no task_index column, no 'tasks' in meta/episodes)")
+        labels["task"] = [str(tasks[0])] * T
+    if not any(labels["task"]):
+        raise DataError(f"{where}: field task_index labels no frame with a task")
+    if "subtask" not in labels and source.subtasks is not None and cols.get("subtask_index") is not None:
+        unknown = sorted({int(i) for i in cols["subtask_index"] if i is not None and int(i) >= 0 and int(i) not in source.subtasks})
+        if unknown:
+            raise DataError(f"{where}: field subtask_index has {unknown[:5]}, not in meta/subtasks.parquet")
+        labels["subtask"] = [None if i is None or int(i) < 0 else source.subtasks[int(i)] for i in cols["subtask_index"]]
+    return labels
 
 
 def import_lerobot(
@@ -330,63 +353,81 @@ def import_lerobot(
     P = int(np.prod(source.features["observation.state"]["shape"])) if "observation.state" in source.features else 0
     robot = source.info.get("robot_type") or "unknown"
     calibration = f"placeholder pinhole, {PLACEHOLDER_HFOV_DEG:.0f} deg hfov, identity pose (uncalibrated)" if uncalibrated else f"rig file {rig}"
-    ds = Dataset.create(
-        out,
-        views=names,
-        image_size=(H, W),
-        action_dim=A,
-        proprio_dim=P,
-        fps=source.fps,
-        action_space=f"lerobot:{robot}:" + ",".join(map(str, _names(source.features["action"]) or [f"a{i}" for i in range(A)])),
-        generator={"source": "lerobot", "path": str(Path(src).resolve()), "codebase_version": source.info.get("codebase_version"),
-                   "episodes": ids, "uncalibrated": uncalibrated, "calibration": calibration},
-    )
-    import cv2
-
-    dname = slug(Path(src).resolve().name)
+    out = Path(out)
+    if (out / INFO).exists():
+        raise DataError(f"{out / INFO}: a dataset already exists here (choose another --out or remove it)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: exists and is not an empty folder (choose another --out)")
+    # Everything goes into a hidden sibling folder that is renamed into place at the end: a failed or
+    # interrupted import leaves no half dataset behind, so the same command can simply be run again.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.importing-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     try:
+        ds = Dataset.create(
+            tmp,
+            name=out.name,
+            views=names,
+            image_size=(H, W),
+            action_dim=A,
+            proprio_dim=P,
+            fps=source.fps,
+            action_space=f"lerobot:{robot}:" + ",".join(map(str, _names(source.features["action"]) or [f"a{i}" for i in range(A)])),
+            generator={"source": "lerobot", "path": str(Path(src).resolve()), "codebase_version": source.info.get("codebase_version"),
+                       "episodes": ids, "uncalibrated": uncalibrated, "calibration": calibration},
+        )
+        dname = slug(Path(src).resolve().name)
         for ep in progress(ids) if progress else ids:
-            cols = source.frame_rows(ep)
-            T = int(source.episodes[ep]["length"])
-            where = f"{src}: episode {ep}"
-            actions = _matrix(cols["action"], T, A, f"{where} field action")
-            proprio = _matrix(cols["observation.state"], T, P, f"{where} field observation.state") if P else np.zeros((T, 0), np.float32)
-            ts = np.asarray(cols.get("timestamp") or (np.arange(T) / source.fps), np.float64)
-            views = []
-            for key in source.camera_keys:
-                fr = source.camera_frames(ep, key, cols)  # (T, h, w, 3)
-                if fr.shape[1:3] != (H, W):
-                    fr = np.stack([cv2.resize(f, (W, H), interpolation=cv2.INTER_AREA) for f in fr])
-                views.append(fr)
-            frames = np.stack(views, axis=1)  # (T, V, H, W, 3)
-            task_text = _task_text(source, ep, cols)
-            runs = None
-            if source.subtasks is not None and cols.get("subtask_index") is not None:
-                runs = [(s, e, source.subtasks.get(i, "")) for s, e, i in label_runs(cols["subtask_index"], T)]
-            succ = cols.get("next.success")
-            success = bool(any(bool(np.any(x)) for x in succ)) if succ is not None else True
-            ds.append(
-                Episode(
-                    episode_id=f"{dname}_e{ep:05d}",
-                    task=task_text,
-                    frames=frames,
-                    actions=actions,
-                    proprio=proprio,
-                    timestamps=ts,
-                    cam_poses=np.stack([c.T_base_cam for c in cams])[None].repeat(T, axis=0),
-                    rig=the_rig,
-                    events=episode_events(task_text, T, runs, actions),
-                    seed=ep,
-                    fps=source.fps,
-                    success=success,
-                    split_tags=("lerobot",),
-                    extra={"source": "lerobot", "lerobot_episode_index": ep, "uncalibrated": uncalibrated,
-                           "calibration": calibration, "success_source": "next.success" if succ is not None else "assumed (demonstration)"},
-                )
-            )
+            ds.append(_episode(source, ep, f"{dname}_e{ep:05d}", the_rig, (H, W), A, P, uncalibrated, calibration))
+        ds.finalize()
+        if out.exists():
+            out.rmdir()  # the empty folder checked above
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         source.close()
-    return ds.finalize()
+    return Dataset.open(out)
+
+
+def _episode(source: LeRobotSource, ep: int, episode_id: str, rig: Rig, size: tuple[int, int], A: int, P: int,
+             uncalibrated: list[str], calibration: str) -> Episode:
+    """LeRobot episode `ep` as one of ours."""
+    import cv2
+
+    H, W = size
+    cols = source.frame_rows(ep)
+    T = int(source.episodes[ep]["length"])
+    where = f"{source.root}: episode {ep}"
+    actions = _matrix(cols["action"], T, A, f"{where} field action")
+    proprio = _matrix(cols["observation.state"], T, P, f"{where} field observation.state") if P else np.zeros((T, 0), np.float32)
+    ts = np.asarray(cols.get("timestamp") or (np.arange(T) / source.fps), np.float64)
+    views = []
+    for key in source.camera_keys:
+        fr = source.camera_frames(ep, key, cols)  # (T, h, w, 3)
+        if fr.shape[1:3] != (H, W):
+            fr = np.stack([cv2.resize(f, (W, H), interpolation=cv2.INTER_AREA) for f in fr])
+        views.append(fr)
+    events = episode_events(frame_labels(source, ep, cols, T), T, actions)
+    succ = cols.get("next.success")
+    return Episode(
+        episode_id=episode_id,
+        task=next(e.caption for e in events if e.track == "task"),  # the first task in time
+        frames=np.stack(views, axis=1),  # (T, V, H, W, 3)
+        actions=actions,
+        proprio=proprio,
+        timestamps=ts,
+        cam_poses=np.stack([c.T_base_cam for c in rig.cameras])[None].repeat(T, axis=0),
+        rig=rig,
+        events=events,
+        seed=ep,
+        fps=source.fps,
+        success=bool(any(bool(np.any(x)) for x in succ)) if succ is not None else True,
+        split_tags=("lerobot",),
+        extra={"source": "lerobot", "lerobot_episode_index": ep, "uncalibrated": uncalibrated,
+               "calibration": calibration, "success_source": "next.success" if succ is not None else "assumed (demonstration)"},
+    )
 
 
 def _names(feature: dict) -> list | None:
@@ -402,13 +443,3 @@ def _matrix(col: list, T: int, D: int, where: str) -> np.ndarray:
     except (ValueError, TypeError) as e:
         raise DataError(f"{where}: expected {T} rows of {D} numbers ({e})") from None
     return m
-
-
-def _task_text(source: LeRobotSource, ep: int, cols: dict) -> str:
-    tasks = source.episodes[ep].get("tasks")
-    if isinstance(tasks, list) and tasks:
-        return str(tasks[0])
-    ti = (cols.get("task_index") or [None])[0]
-    if ti is not None and int(ti) in source.tasks:
-        return source.tasks[int(ti)]
-    raise DataError(f"{source.root}: episode {ep} has no task (no 'tasks' in meta/episodes, no known task_index)")
