@@ -1,4 +1,4 @@
-"""`wallwm-edge data generate | check | stats | import-lerobot`."""
+"""`wallwm-edge data generate | check | stats | import-lerobot | export-lerobot`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ example:
 IMPORT_EXAMPLE = """\
 example:
   wallwm-edge data import-lerobot ~/lerobot/aloha_sim --out data/aloha
+"""
+EXPORT_EXAMPLE = """\
+example:
+  wallwm-edge data export-lerobot data/mw --out lerobot/mw          then: LeRobotDataset("mw", root="lerobot/mw")
+  wallwm-edge data export-lerobot data/mw --out lerobot/mw --vcodec h264
 """
 
 
@@ -88,6 +93,13 @@ def register(subparsers) -> None:
     i.add_argument("--rig", default=None, help="rig file (wallwm-rig/1) with the cameras' calibration; default: placeholder cameras flagged uncalibrated")
     i.set_defaults(func=cmd_import_lerobot)
 
+    x = sub.add_parser("export-lerobot", help="write a dataset as a LeRobot v3 folder (events as language columns)", epilog=EXPORT_EXAMPLE, formatter_class=fmt)
+    x.add_argument("dataset", help="our dataset folder")
+    x.add_argument("--out", required=True, help="LeRobot dataset folder to create")
+    x.add_argument("--vcodec", default="libsvtav1", choices=["libsvtav1", "h264", "hevc"], help="video encoder (default: LeRobot's, libsvtav1 = AV1)")
+    x.add_argument("--robot-type", default=None, help="info.json robot_type (default: the imported robot's, else none)")
+    x.set_defaults(func=cmd_export_lerobot)
+
 
 def cmd_generate(args) -> int:
     if (args.episodes_per_task is not None and args.episodes_per_task <= 0) or args.workers <= 0:
@@ -139,4 +151,12 @@ def cmd_import_lerobot(args) -> int:
 
     ds = import_lerobot(args.dir, args.out, episodes=args.episodes, image_size=args.size, rig=args.rig, progress=_progress("import"))
     print(f"imported {len(ds)} episode(s) into {args.out}; next: wallwm-edge data check {args.out}")
+    return 0
+
+
+def cmd_export_lerobot(args) -> int:
+    from wallwm_edge.data.lerobot_export import export_lerobot
+
+    out = export_lerobot(args.dataset, args.out, vcodec=args.vcodec, robot_type=args.robot_type, progress=_progress("export"))
+    print(f"wrote LeRobot v3.0 dataset {out}; load it with LeRobotDataset(repo_id, root={str(out)!r})")
     return 0

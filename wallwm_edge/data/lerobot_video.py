@@ -11,6 +11,7 @@ Frames are placed by their presentation time (frame.time * fps), the way LeRobot
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -47,7 +48,8 @@ class VideoCursor:
             self.container.close()
             raise DataError(f"{path}: no video stream")
         stream = self.container.streams.video[0]
-        self.codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
+        ctx = stream.codec_context  # the format's codec (av1), not the decoder picked for it (libdav1d)
+        self.codec = ctx.codec.canonical_name if ctx is not None else "unknown"
         self._frames = self.container.decode(stream)
         self._pending: tuple[int, np.ndarray] | None = None  # a decoded frame past the last request
         self.next_index = 0  # frames before this one have been consumed
@@ -106,6 +108,9 @@ def encode_video(path: Path, frames, fps: float, vcodec: str, size: tuple[int, i
     options = {"g": "2", "crf": "30"}
     if vcodec == "libsvtav1":
         options["preset"] = "12"
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration at info level
+    elif vcodec == "hevc":
+        options["x265-params"] = "log-level=error"
     with av.open(str(path), "w") as out:
         stream = out.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001), options=options)
         stream.pix_fmt, stream.width, stream.height = "yuv420p", W, H
