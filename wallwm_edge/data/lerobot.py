@@ -308,7 +308,7 @@ def frame_labels(source: "LeRobotSource", ep: int, cols: dict, T: int) -> dict[s
             raise DataError(f"{where}: has no task (no task_index column, no 'tasks' in meta/episodes)")
         labels["task"] = [str(tasks[0])] * T
     if not any(labels["task"]):
-        raise DataError(f"{where}: field task_index labels no frame with a task")
+        raise DataError(f"{where}: no frame has a task (task_index or task column all unlabelled)")
     if "subtask" not in labels and source.subtasks is not None and cols.get("subtask_index") is not None:
         unknown = sorted({int(i) for i in cols["subtask_index"] if i is not None and int(i) >= 0 and int(i) not in source.subtasks})
         if unknown:
