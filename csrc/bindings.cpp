@@ -575,6 +575,19 @@ PYBIND11_MODULE(_C, m) {
         py::arg("block_mask"), py::arg("block"), py::arg("scale"), py::arg("out"), py::arg("stream") = 0,
         py::arg("row_order") = py::none(),
         "block-sparse masked attention into out (B, H, N, D); float32 on CPU, float16/bfloat16 on CUDA");
+  m.def(
+      "attention_cpu_path",
+      [](const std::string& isa) {
+        int lanes = 0;
+        const char* name = attention_cpu_path(isa.c_str(), &lanes);
+        if (!name)
+          fail("isa: expected 'auto' or one of the paths this CPU runs (compiled: " + std::string(attention_cpu_paths()) +
+               "), got '" + isa + "'");
+        return py::make_tuple(std::string(name), lanes);
+      },
+      py::arg("isa") = "",
+      "(name, rows per tile) of the CPU attention's instruction-set path; isa='avx512'|'avx2'|'sse2'|'neon'|'auto' "
+      "chooses it (default at the first call: WALLWM_CPU_ISA, else the widest the CPU runs)");
   m.def("flow_update", &flow_update, py::arg("x"), py::arg("v1"), py::arg("v2"), py::arg("w1"), py::arg("w2"),
         py::arg("dt"), py::arg("prefix"), py::arg("out"), py::arg("stream") = 0,
         "out = x + dt (w1 v1 + w2 v2), then out[:, :P] = prefix; CPU or CUDA (graph-capturable: no sync, no alloc)");

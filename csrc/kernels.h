@@ -26,6 +26,13 @@ void block_mask_cpu(const uint8_t* mask, int64_t N, int64_t block, uint8_t* out)
 void block_sparse_attention_cpu(const float* q, const float* k, const float* v, int64_t B, int64_t H, int64_t N,
                                 int64_t D, const uint8_t* mask, const uint8_t* block_mask, int64_t block, float scale,
                                 const int32_t* row_order, float* out);
+// The CPU attention's instruction-set path: "avx512" / "avx2" / "sse2" on x86-64, "neon" on aarch64, else
+// "generic". isa nullptr or "": ask; "auto": the widest this CPU runs; a name: use it from now on (returns
+// nullptr, changing nothing, for an unknown name or one this CPU cannot run). The first call of the kernel
+// without a choice takes WALLWM_CPU_ISA when set, else the widest. *lanes (if given): query rows per tile =
+// floats per vector (16 / 8 / 4). attention_cpu_paths(): the compiled paths, space-separated, widest first.
+const char* attention_cpu_path(const char* isa, int* lanes);
+const char* attention_cpu_paths();
 
 // ---- denoise.cpp -----------------------------------------------------------------------------------------
 // Flow-matching update on an action chunk x (B, L, A) float32, in place. One call per (sub)step:
