@@ -74,6 +74,47 @@ def test_matches_float64_within_2x_torch_error(shape, kind):
     assert err <= 2 * max(torch_err, floor) and err_max <= 4 * max(torch_max, floor), msg
 
 
+def _cpu_paths() -> list[str]:
+    """The kernel's instruction-set paths this CPU runs (AVX-512 / AVX2 / SSE2 on x86, NEON on aarch64)."""
+    if not ext.has("attention_cpu_path"):
+        return []
+    C, paths = ext.module(), []
+    first = C.attention_cpu_path()[0]
+    for name in ("avx512", "avx2", "sse2", "neon", "generic"):
+        try:
+            C.attention_cpu_path(name)
+            paths.append(name)
+        except ValueError:
+            pass
+    C.attention_cpu_path(first)
+    return paths
+
+
+@needs_ext
+@pytest.mark.parametrize("path", _cpu_paths() or ["auto"])
+def test_every_isa_path_matches_float64(path):
+    """Each path (native vector width 16 / 8 / 4) on a mask with a partial last tile and an odd head dim."""
+    C = ext.module()
+    if path == "auto":
+        pytest.skip("_C has no attention_cpu_path")
+    before = C.attention_cpu_path()[0]
+    rng = np.random.default_rng(RUN_SEED ^ zlib.crc32(path.encode()))
+    try:
+        assert C.attention_cpu_path(path)[0] == path
+        for B, H, N, D, blk in [(1, 2, 100, 64, 16), (2, 1, 37, 24, 8)]:
+            q, k, v = (rng.standard_normal((B, H, N, D)).astype(np.float32) for _ in range(3))
+            mask = _mask(N, blk, rng, "views")
+            out = np.full_like(q, np.nan)
+            order = attention_row_order(mask, C.attention_cpu_path()[1])
+            C.attention_forward(q, k, v, mask, block_mask(mask, blk), blk, 1 / np.sqrt(D), out, 0, order)
+            np.testing.assert_allclose(out, attention_reference_np(q, k, v, mask), atol=5e-6,
+                                       err_msg=f"{path} (WALLWM_TEST_SEED={RUN_SEED})")
+    finally:
+        C.attention_cpu_path(before)
+    with pytest.raises(ValueError, match="^isa"):
+        C.attention_cpu_path("no-such-isa")
+
+
 @needs_ext
 def test_block_mask_entries_are_honoured():
     """Mask used = mask AND expand(block_mask): a cleared block is skipped even where mask allows pairs."""
