@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     reps = 15 if args.quick else 60
     all_threads = torch.get_num_threads()
     figures, goals, met = {"threads": all_threads, "heads": HEADS, "head_dim": HEAD_DIM, "block": BLOCK}, {}, {}
-    figures["kernel_isa_path"] = f"{path} ({lanes} floats per vector = query rows per tile)"
+    figures["kernel_isa_path"] = f"{path} ({lanes} query rows per tile)"
     figures["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     figures["torch_isa_env"] = torch_env
     print(f"kernel path {figures['kernel_isa_path']}; torch CPU capability {figures['torch_cpu_capability']}")

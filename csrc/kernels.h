@@ -29,8 +29,8 @@ void block_sparse_attention_cpu(const float* q, const float* k, const float* v, 
 // The CPU attention's instruction-set path: "avx512" / "avx2" / "sse2" on x86-64, "neon" on aarch64, else
 // "generic". isa nullptr or "": ask; "auto": the widest this CPU runs; a name: use it from now on (returns
 // nullptr, changing nothing, for an unknown name or one this CPU cannot run). The first call of the kernel
-// without a choice takes WALLWM_CPU_ISA when set, else the widest. *lanes (if given): query rows per tile =
-// floats per vector (16 / 8 / 4). attention_cpu_paths(): the compiled paths, space-separated, widest first.
+// without a choice takes WALLWM_CPU_ISA when set, else the widest. *lanes (if given): query rows per tile
+// (16 on AVX-512 and AVX2, 8 on SSE2 and NEON). attention_cpu_paths(): the compiled paths, space-separated, widest first.
 const char* attention_cpu_path(const char* isa, int* lanes);
 const char* attention_cpu_paths();
 
