@@ -4,7 +4,8 @@
 // under qemu-aarch64 (csrc/tests/run_aarch64.sh). Exit status 0 when every case passes.
 //   attention_test            correctness (prints one line per path and case)
 //   attention_test --bench [MASK_FILE]   also time 8 heads x 64 per path on a sight-cone-like mask (N=432) or
-//                             the mask in MASK_FILE (native only: timings under emulation mean nothing)
+//                             the mask in MASK_FILE (native only: timings under emulation mean nothing);
+//                             a third argument names the one path to run
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -161,12 +162,14 @@ double bench(int reps, const char* mask_file) {
 int main(int argc, char** argv) {
   const bool do_bench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
   const char* mask_file = do_bench && argc > 2 ? argv[2] : nullptr;
+  const char* only = argc > 3 ? argv[3] : nullptr;  // --bench MASK_FILE PATH: that path only
   const Case cases[] = {{1, 1, 1, 1, 1, 0},    {2, 3, 37, 16, 8, 0}, {1, 2, 100, 64, 16, 1}, {1, 1, 130, 100, 32, 0},
                         {2, 1, 17, 7, 5, 1},   {1, 2, 64, 128, 64, 2}, {1, 1, 45, 48, 12, 1}, {1, 2, 100, 64, 16, 2}};
   std::istringstream paths(wallwm::attention_cpu_paths());
   int failed = 0, run = 0;
   std::string path;
   while (paths >> path) {
+    if (only && path != only) continue;
     int lanes = 0;
     if (!wallwm::attention_cpu_path(path.c_str(), &lanes)) {
       std::printf("%-7s not supported by this CPU: skipped\n", path.c_str());
@@ -180,7 +183,7 @@ int main(int argc, char** argv) {
       }
     if (do_bench)
       std::printf("%-7s (%d rows per tile) H=8 D=64, %s: best %.3f ms CPU time\n", path.c_str(), lanes,
-                  mask_file ? mask_file : "N=432 synthetic mask", bench(20, mask_file));
+                  mask_file ? mask_file : "N=432 synthetic mask", bench(do_bench && only ? 200 : 20, mask_file));
   }
   std::printf("%d of %d cases passed\n", run - failed, run);
   return failed || run == 0 ? 1 : 0;
