@@ -219,18 +219,17 @@ WALLWM_INLINE void tile_impl(const float* q, const float* k, const float* v, int
     // Online softmax, one lane per row. Pass 1: the chunk's max over allowed entries (masked scores -> -inf).
     vf alpha[NV];
     for (int u = 0; u < NV; ++u) {
-      vf mx = splat<W>(-INFINITY);
+      vf mx = splat<W>(-INFINITY), ok[kChunk];
       for (int64_t c = 0; c < nc; ++c) {
-        const vf okc = mask_lanes<W>(maskT + int64_t(ck[c]) * Np + p0 + u * W);  // 0/1, block mask folded in
-        mx = vmax<W>(mx, okc > splat<W>(0.f) ? load<W>(st + c * R + u * W) : splat<W>(-INFINITY));
+        ok[c] = mask_lanes<W>(maskT + int64_t(ck[c]) * Np + p0 + u * W);  // 0/1, block mask folded in
+        mx = vmax<W>(mx, ok[c] > splat<W>(0.f) ? load<W>(st + c * R + u * W) : splat<W>(-INFINITY));
       }
       const vf mnew = vmax<W>(m[u], mx);
       const vf mref = mnew == splat<W>(-INFINITY) ? splat<W>(0.f) : mnew;  // rows with nothing allowed yet
       alpha[u] = m[u] == splat<W>(-INFINITY) ? splat<W>(0.f) : vexp<W>(m[u] - mref);
       vf sum = splat<W>(0.f);
       for (int64_t c = 0; c < nc; ++c) {
-        const vf okc = mask_lanes<W>(maskT + int64_t(ck[c]) * Np + p0 + u * W);
-        const vf p = vexp<W>(load<W>(st + c * R + u * W) - mref) * okc;
+        const vf p = vexp<W>(load<W>(st + c * R + u * W) - mref) * ok[c];
         store<W>(st + c * R + u * W, p);
         sum += p;
       }
