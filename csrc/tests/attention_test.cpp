@@ -117,8 +117,8 @@ bool run_case(const Case& c, uint32_t seed, const char* path, bool order_rows) {
 }
 
 // Best of `reps` calls, in CPU seconds of this process (steadier than wall time on a shared machine; with
-// OMP_NUM_THREADS=1 it is the kernel's own time). mask_file: int32 N, N*N mask bytes, N int32 row order (as
-// written by benchmarks/attention.py --dump-mask); without it, a synthetic sight-cone-like mask.
+// OMP_NUM_THREADS=1 it is the kernel's own time). mask_file: int32 N, N*N mask bytes (0/1), N int32 row order
+// (e.g. a rig's sightcone_mask and attention_row_order, written raw); else a synthetic sight-cone-like mask.
 double bench(int reps, const char* mask_file) {
   int64_t N = 432;
   const int64_t B = 1, H = 8, D = 64, block = 16;
