@@ -81,5 +81,6 @@ def test_fine_tune_starts_from_the_checkpoint(dagger_dataset, tiny_policy, tmp_p
     tr.run()
     cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert cfg["train"]["init"] == str(tiny_policy) and cfg["model"] == base_header["config"]
+    assert cfg["train"]["preset"] == base.cfg.name  # the checkpoint's preset is recorded, not the CLI default
     with pytest.raises(ConfigError, match="event-mode model"):
         Trainer(out, tmp_path / "ft2", TrainConfig(steps=1, mode="unified", init=str(tiny_policy)), progress=False)

@@ -140,6 +140,7 @@ class Trainer:
                 raise ConfigError(f"{tcfg.init}: the checkpoint is a {cfg.mode}-mode model, --mode says {tcfg.mode}")
             cfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size,
                            where=f"dataset {ds.root}")
+            tcfg = dataclasses.replace(tcfg, preset=cfg.name, model_overrides=())  # record what was trained, not the CLI default
         else:
             tcfg = tcfg or TrainConfig()
             cfg = resolve(tcfg.preset, views=ds.views, image_size=ds.image_size, action_dim=ds.info["action_dim"],
