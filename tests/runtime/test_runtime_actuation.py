@@ -31,7 +31,8 @@ def test_expert_through_the_firmware_succeeds(task):
     from wallwm_edge.runtime.arm import ArmSession
 
     w = SimWorld(task, VIEWS, (64, 64), seed=0)
-    arm = ArmSession(None)
+    # tracking, not the watchdog, is under test: a loaded PC stalled the host past the default 250 ms hold once
+    arm = ArmSession(None, hold_ms=1000, estop_ms=4000)
     try:
         anchor = w.mocap
         for k in range(200):
