@@ -290,9 +290,16 @@ def walk(tmp_path_factory):
           + f"; total {total:.1f} s wall, {cpu:.1f} s CPU")
 
 
+def _sigint_default() -> None:
+    """In the child before exec: Ctrl-C's default action. A suite started in the background (`pytest &` from a
+    script) ignores SIGINT, children inherit that, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _train_interrupted(w: Walk, argv):
     """Run README's train line and press Ctrl-C once its first checkpoint is on disk."""
-    proc = subprocess.Popen(argv, cwd=w.root, env=w.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, cwd=w.root, env=w.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     state = w.root / "runs/teacher/train_state.safetensors"
     deadline = time.monotonic() + STEP_TIMEOUT_S
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -306,7 +313,8 @@ def _train_interrupted(w: Walk, argv):
 
 def _fw_sim(w: Walk, argv) -> str:
     """Start README's `wallwm-edge fw-sim &` and return the pty it prints."""
-    w.fw_sim = subprocess.Popen(argv, cwd=w.root, env=w.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    w.fw_sim = subprocess.Popen(argv, cwd=w.root, env=w.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                preexec_fn=_sigint_default)
     deadline = time.monotonic() + 60
     seen = []
     while time.monotonic() < deadline:
