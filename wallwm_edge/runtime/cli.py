@@ -23,7 +23,8 @@ examples:
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("policy")
     g.add_argument("--student", default="", help="exported student: folder, .onnx or .json (default: checkpoints/student)")
-    g.add_argument("--engine", default="cpu", choices=["cpu", "tensorrt"], help="onnxruntime CPU, or TensorRT via onnxruntime-gpu")
+    g.add_argument("--engine", default="cpu", choices=["cpu", "tensorrt", "trt"],
+                   help="onnxruntime CPU, TensorRT via onnxruntime-gpu, or trt: TensorRT's runtime on the `export --trt` engine (CuPy)")
     g.add_argument("--precision", default="auto", help="which export of the folder: auto, fp32, int8, fp16 (default auto)")
     g.add_argument("--threads", type=int, default=1, help="inference threads (default 1: the loop keeps a core)")
     g.add_argument("--unified", action="store_true", help="unified mode: fixed-length chunks from the task instruction")

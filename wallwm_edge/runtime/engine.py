@@ -83,6 +83,23 @@ class OrtEngine(Engine):
         return dict(zip(self.outputs, self.sess.run(self.outputs, feeds)))
 
 
+# The engines by name (runtime CLI `--engine`): cpu / tensorrt are onnxruntime (OrtEngine); trt is TensorRT's own
+# runtime on the `export --trt` engine with CuPy buffers (runtime/trt_engine.py, imported only when chosen).
+ENGINES = {"cpu": "onnxruntime on CPU", "tensorrt": "onnxruntime-gpu's TensorRT execution provider",
+           "trt": "TensorRT runtime on the built .engine, CuPy buffers, CUDA-graph denoise (runtime/trt_engine.py)"}
+
+
+def open_engine(path: str | os.PathLike, backend: str = "cpu", threads: int | None = None) -> Engine:
+    """The engine named `backend` (ENGINES) for the exported graph at `path` (.onnx)."""
+    if backend == "trt":
+        from wallwm_edge.runtime.trt_engine import TensorRTEngine
+
+        return TensorRTEngine(path, threads)
+    if backend not in ENGINES:
+        raise ConfigError(f"unknown engine {backend!r}: use one of {sorted(ENGINES)}")
+    return OrtEngine(path, backend, threads)
+
+
 _DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16, "bool": np.bool_, "int64": np.int64}
 
 
@@ -173,6 +190,12 @@ def attach_encoder(captions: Captions, folder: Path, where: str, text_dim: int, 
     captions.encoder = enc
 
 
+def _has_trt_engine(onnx_path) -> bool:
+    from wallwm_edge.runtime.trt_engine import find_engine
+
+    return find_engine(onnx_path) is not None
+
+
 @dataclass
 class ChunkOut:
     actions: np.ndarray  # (L, A) float32 raw
@@ -221,9 +244,10 @@ class Student:
         step_side = side.with_name(side.name.replace(".sample.", ".step."))
         if step_side != side and step_side.is_file():  # the export's step graph: real-time chunking inpaints with it
             srec = read_sidecar(step_side)
-            if srec["kind"] == "step" and srec.get("config") == record.get("config") and srec["steps"] == record["steps"]:
-                step = (srec, OrtEngine(srec["onnx_path"], backend, threads))
-        student = cls(record, OrtEngine(record["onnx_path"], backend, threads), seed, step)
+            if srec["kind"] == "step" and srec.get("config") == record.get("config") and srec["steps"] == record["steps"] \
+                    and (backend != "trt" or _has_trt_engine(srec["onnx_path"])):  # trt: only when --trt built the step graph too
+                step = (srec, open_engine(srec["onnx_path"], backend, threads))
+        student = cls(record, open_engine(record["onnx_path"], backend, threads), seed, step)
         attach_encoder(student.captions, side.parent, Path(record["onnx_path"]).name, int(record.get("text_dim", 384)))
         return student
 
@@ -332,7 +356,10 @@ class Student:
 
         x0 = feeds["noise_action"].astype(np.float32)
         pre = ((prefix - self.mean) / self.std).astype(np.float32)[None]  # (1, P, A) normalised
-        if ext.has("denoise_loop"):
+        if hasattr(self.step_engine, "denoise"):  # TensorRT engine: the whole loop on the device, one CUDA graph
+            x, state["end_logit"] = self.step_engine.denoise(obs, feeds["noise_video"], x0, pre, self.steps)
+            out = x * self.std + self.mean
+        elif ext.has("denoise_loop"):
             out = np.empty_like(x0)
             ext.require("denoise_loop")(velocity, x0, ts, "euler", pre, self.mean, self.std, None, None, out)
         else:  # the same loop in numpy
