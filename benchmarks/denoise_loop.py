@@ -24,6 +24,41 @@ from wallwm_edge.ops.denoise import DenoiseLoop, flow_schedule, torch_velocity
 B, L, A, P, K, HIDDEN = 1, 16, 4, 4, 10, 256
 
 
+def mlp_velocity(device: str = "cpu"):
+    """The benchmark's network (seeded): a 3-layer MLP velocity field, time as an input; (B, L, A), t -> (B, L, A)."""
+    import torch
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(A + 1, HIDDEN), torch.nn.GELU(), torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.GELU(),
+                              torch.nn.Linear(HIDDEN, A)).to(device).eval()
+
+    def net(x, t: float):
+        return mlp(torch.cat([x, torch.full((*x.shape[:2], 1), t, device=x.device)], -1))
+
+    return net
+
+
+def python_loop(net, x0, prefix, ts, method: str, mean, std, lo, hi):
+    """The baseline: the loop written in PyTorch (update, freeze the prefix rows, unnormalize, clamp as tensor
+    ops), on whatever device the tensors are on (gpu_check.py times it on the GPU)."""
+    import torch
+
+    P = prefix.shape[1]
+    x = x0.clone()
+    x[:, :P] = prefix
+    for k in range(len(ts) - 1):
+        dt = float(ts[k + 1] - ts[k])
+        v1 = net(x, float(ts[k]))
+        if method == "euler":
+            x = x + dt * v1
+        else:
+            xp = x + dt * v1
+            xp[:, :P] = prefix
+            x = x + dt * 0.5 * (v1 + net(xp, float(ts[k + 1])))
+        x[:, :P] = prefix
+    return torch.clamp(x * std + mean, lo, hi)
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -34,13 +69,7 @@ def main(argv=None) -> int:
         print("wallwm_edge._C is not built: nothing to compare")
         return 1
     reps = 30 if args.quick else 200
-    torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(A + 1, HIDDEN), torch.nn.GELU(), torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.GELU(),
-                              torch.nn.Linear(HIDDEN, A)).eval()
-
-    def mlp_net(x: torch.Tensor, t: float) -> torch.Tensor:  # (B, L, A) -> (B, L, A)
-        return mlp(torch.cat([x, torch.full((*x.shape[:2], 1), t)], -1))
-
+    mlp_net = mlp_velocity()
     fixed_v = torch.randn(B, L, A)
     null_net = lambda x, t: fixed_v  # noqa: E731  the loop's own cost only
     net = mlp_net
@@ -53,20 +82,8 @@ def main(argv=None) -> int:
     ts = flow_schedule(K)
     T = {n: torch.from_numpy(a) for n, a in dict(x0=x0, prefix=prefix, mean=mean, std=std, lo=lo, hi=hi).items()}
 
-    def python_loop(method):
-        x = T["x0"].clone()
-        x[:, :P] = T["prefix"]
-        for k in range(K):
-            dt = float(ts[k + 1] - ts[k])
-            v1 = net(x, float(ts[k]))
-            if method == "euler":
-                x = x + dt * v1
-            else:
-                xp = x + dt * v1
-                xp[:, :P] = T["prefix"]
-                x = x + dt * 0.5 * (v1 + net(xp, float(ts[k + 1])))
-            x[:, :P] = T["prefix"]
-        return torch.clamp(x * T["std"] + T["mean"], T["lo"], T["hi"]).numpy()
+    def baseline(method):  # `net` is read at call time: the null network first, then the MLP
+        return python_loop(net, T["x0"], T["prefix"], ts, method, T["mean"], T["std"], T["lo"], T["hi"]).numpy()
 
     loops = {}
 
@@ -88,7 +105,7 @@ def main(argv=None) -> int:
             tp, tf = [], []
             for _ in range(reps * 3):
                 t = time.perf_counter()
-                python_loop(method)
+                baseline(method)
                 tp.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 fused(method)
@@ -100,7 +117,7 @@ def main(argv=None) -> int:
             met[f"{method}_overhead_ratio"] = bool(min(tp) / min(tf) >= 2.0)
         net = mlp_net
         for method in ("euler", "heun"):
-            fns = {"python_loop": python_loop, "fused": fused, "network_only": network_only}
+            fns = {"python_loop": baseline, "fused": fused, "network_only": network_only}
             times = {n: [] for n in fns}
             for f in fns.values():
                 f(method)  # warm up
@@ -111,7 +128,7 @@ def main(argv=None) -> int:
                     times[n].append(time.perf_counter() - t)
             best = {n: min(v) * 1e3 for n, v in times.items()}
             med = {n: float(np.median(v)) * 1e3 for n, v in times.items()}
-            diff = float(np.abs(python_loop(method) - fused(method)).max())
+            diff = float(np.abs(baseline(method) - fused(method)).max())
             figures[method] = {
                 "python_loop_best_ms": round(best["python_loop"], 3), "fused_best_ms": round(best["fused"], 3),
                 "network_only_best_ms": round(best["network_only"], 3),

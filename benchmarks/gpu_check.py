@@ -39,7 +39,6 @@ RESULT_TAG = "GPU_CHECK_RESULT "  # a bench step's last stdout line: this tag, t
 BUDGET_S = 465.0  # the whole check, detection included, stays under 8 minutes
 TIMEOUTS_S = {"build": 210, "extension": 20, "cuda_tests": 110, "attention": 60, "denoise": 60}
 HEADS, HEAD_DIM, BLOCK = 8, 64, 16  # as benchmarks/attention.py
-B, L, A, P, K, HIDDEN = 1, 16, 4, 4, 10, 256  # as benchmarks/denoise_loop.py
 
 EXAMPLES = """\
 examples:
@@ -272,35 +271,20 @@ def step_denoise(quick: bool) -> dict:
 
     from wallwm_edge.ops.denoise import CudaDenoiseGraph, flow_schedule
 
+    sys.path.insert(0, str(HERE))
+    from denoise_loop import HIDDEN, A, B, K, L, P, mlp_velocity, python_loop  # the CPU benchmark's network and baseline
+
     reps = 30 if quick else 200
-    torch.manual_seed(0)
     dev = "cuda"
-    mlp = torch.nn.Sequential(torch.nn.Linear(A + 1, HIDDEN), torch.nn.GELU(), torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.GELU(),
-                              torch.nn.Linear(HIDDEN, A)).to(dev).eval()
-
-    def net(x, t: float):  # (B, L, A) -> (B, L, A), time as an input
-        return mlp(torch.cat([x, torch.full((*x.shape[:2], 1), t, device=x.device)], -1))
-
+    net = mlp_velocity(dev)
     g = torch.Generator().manual_seed(0)
     x0, prefix = torch.randn(B, L, A, generator=g).to(dev), torch.randn(B, P, A, generator=g).to(dev)
     mean, std = torch.full((A,), 0.1, device=dev), torch.full((A,), 0.5, device=dev)
     lo, hi = torch.full((A,), -1.0, device=dev), torch.full((A,), 1.0, device=dev)
     ts = flow_schedule(K)
 
-    def python_loop(method):  # the loop of benchmarks/denoise_loop.py, on the GPU
-        x = x0.clone()
-        x[:, :P] = prefix
-        for k in range(K):
-            dt = float(ts[k + 1] - ts[k])
-            v1 = net(x, float(ts[k]))
-            if method == "euler":
-                x = x + dt * v1
-            else:
-                xp = x + dt * v1
-                xp[:, :P] = prefix
-                x = x + dt * 0.5 * (v1 + net(xp, float(ts[k + 1])))
-            x[:, :P] = prefix
-        return torch.clamp(x * std + mean, lo, hi)
+    def baseline(method):
+        return python_loop(net, x0, prefix, ts, method, mean, std, lo, hi)
 
     figures = {"batch": B, "chunk": L, "action_dim": A, "prefix_rows": P, "steps": K, "hidden": HIDDEN, "reps": reps}
     goals, met = {}, {}
@@ -308,7 +292,7 @@ def step_denoise(quick: bool) -> dict:
         for method in ("euler", "heun"):
             graph = CudaDenoiseGraph(net, (B, L, A), ts, method, P, mean.cpu().numpy(), std.cpu().numpy(), lo.cpu().numpy(),
                                      hi.cpu().numpy(), device=dev)
-            fns = {"python_loop": lambda: python_loop(method), "cuda_graph": lambda: graph.replay(x0, prefix)}
+            fns = {"python_loop": lambda: baseline(method), "cuda_graph": lambda: graph.replay(x0, prefix)}
             for f in fns.values():
                 f()
             torch.cuda.synchronize()
@@ -319,7 +303,7 @@ def step_denoise(quick: bool) -> dict:
                     f()
                     torch.cuda.synchronize()
                     times[n].append((time.perf_counter() - t) * 1e3)
-            diff = float((python_loop(method) - graph.replay(x0, prefix)).abs().max())
+            diff = float((baseline(method) - graph.replay(x0, prefix)).abs().max())
             (bp, mp), (bg, mg) = _best_median(times["python_loop"]), _best_median(times["cuda_graph"])
             figures[method] = {"python_loop_best_ms": round(bp, 4), "cuda_graph_best_ms": round(bg, 4),
                                "python_loop_median_ms": round(mp, 4), "cuda_graph_median_ms": round(mg, 4),
