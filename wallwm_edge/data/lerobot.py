@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -52,6 +51,7 @@ from wallwm_edge.calibration.rig import Camera, Rig
 from wallwm_edge.data.dataset import INFO, Dataset
 from wallwm_edge.data.episode import TRACKS, Episode, Event
 from wallwm_edge.data.lerobot_video import VideoCursor
+from wallwm_edge.data.staging import staged
 from wallwm_edge.errors import ConfigError, DataError
 
 IMAGE_PREFIX = "observation.images."
@@ -360,32 +360,24 @@ def import_lerobot(
         raise DataError(f"{out}: exists and is not an empty folder (choose another --out)")
     # Everything goes into a hidden sibling folder that is renamed into place at the end: a failed or
     # interrupted import leaves no half dataset behind, so the same command can simply be run again.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.importing-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        ds = Dataset.create(
-            tmp,
-            name=out.name,
-            views=names,
-            image_size=(H, W),
-            action_dim=A,
-            proprio_dim=P,
-            fps=source.fps,
-            action_space=f"lerobot:{robot}:" + ",".join(map(str, _names(source.features["action"]) or [f"a{i}" for i in range(A)])),
-            generator={"source": "lerobot", "path": str(Path(src).resolve()), "codebase_version": source.info.get("codebase_version"),
-                       "episodes": ids, "uncalibrated": uncalibrated, "calibration": calibration},
-        )
-        dname = slug(Path(src).resolve().name)
-        for ep in progress(ids) if progress else ids:
-            ds.append(_episode(source, ep, f"{dname}_e{ep:05d}", the_rig, (H, W), A, P, uncalibrated, calibration))
-        ds.finalize()
-        if out.exists():
-            out.rmdir()  # the empty folder checked above
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with staged(out) as tmp:
+            ds = Dataset.create(
+                tmp,
+                name=out.name,
+                views=names,
+                image_size=(H, W),
+                action_dim=A,
+                proprio_dim=P,
+                fps=source.fps,
+                action_space=f"lerobot:{robot}:" + ",".join(map(str, _names(source.features["action"]) or [f"a{i}" for i in range(A)])),
+                generator={"source": "lerobot", "path": str(Path(src).resolve()), "codebase_version": source.info.get("codebase_version"),
+                           "episodes": ids, "uncalibrated": uncalibrated, "calibration": calibration},
+            )
+            dname = slug(Path(src).resolve().name)
+            for ep in progress(ids) if progress else ids:
+                ds.append(_episode(source, ep, f"{dname}_e{ep:05d}", the_rig, (H, W), A, P, uncalibrated, calibration))
+            ds.finalize()
     finally:
         source.close()
     return Dataset.open(out)

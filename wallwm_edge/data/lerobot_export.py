@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -34,13 +33,14 @@ import numpy as np
 from wallwm_edge.data.dataset import Dataset
 from wallwm_edge.data.episode import TRACKS, Episode
 from wallwm_edge.data.lerobot_video import ENCODERS, encode_video
+from wallwm_edge.data.staging import staged
 from wallwm_edge.errors import ConfigError, DataError
 
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
-TEXT_TRACKS = ("subtask", "action", "segment")  # written as language.<track> text columns
+TEXT_TRACKS = tuple(t for t in TRACKS if t != "task")  # written as language.<track> text columns (tasks: task_index)
 
 
 def frame_captions(ep: Episode, track: str) -> list[str]:
@@ -102,10 +102,7 @@ def export_lerobot(src: str | os.PathLike, out: str | os.PathLike, vcodec: str =
     A, P = int(ds.info["action_dim"]), int(ds.info["proprio_dim"])
     keys = [f"observation.images.{v}" for v in ds.views]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.exporting-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged(out) as tmp:  # all or nothing: a failed export leaves no half dataset at --out
         for sub in ("meta/episodes/chunk-000", "data/chunk-000", *(f"videos/{k}/chunk-000" for k in keys)):
             (tmp / sub).mkdir(parents=True)
         tasks: dict[str, int] = {}
@@ -204,12 +201,6 @@ def export_lerobot(src: str | os.PathLike, out: str | os.PathLike, vcodec: str =
         }
         for name, obj in (("info.json", info), ("stats.json", stats)):
             (tmp / "meta" / name).write_text(json.dumps(obj, indent=4) + "\n")
-        if out.exists():
-            out.rmdir()  # the empty folder checked above
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wallwm_edge.data.staging import staged
 from wallwm_edge.errors import ConfigError, DataError
 from wallwm_edge.eval.closed_loop import EvalConfig, registry_plans, run_episode
 from wallwm_edge.eval.splits import make_splits
@@ -146,46 +147,37 @@ def collect(policy, data, out, cfg: DaggerConfig = DaggerConfig(), workers: int 
     if list(mcfg["views"]) != src.views or list(mcfg["image_size"]) != list(src.image_size):
         raise ConfigError(f"{ckpt}: the policy sees views {mcfg['views']} at {mcfg['image_size']}, dataset {src.root} has "
                           f"{src.views} at {list(src.image_size)}")
-    tmp = out.with_name(f".{out.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    _link_tree(src.root, tmp)
     policy_sha = sha256_file(ckpt)
-    jobs = []
-    for t in sorted({t for t, _ in scenes}):
-        seeds = [s for tt, s in scenes if tt == t]
-        for i, s in enumerate(seeds):
-            for r in range(cfg.rollouts_per_scene):
-                jobs.append((cfg, str(tmp), t, s, i * cfg.rollouts_per_scene + r, r, policy_sha))
     t0 = time.perf_counter()
     results = []
-    bar = tqdm(total=len(jobs), desc="dagger", unit="rollout", disable=not progress)
     init = (str(ckpt), src.views, src.image_size, cfg.max_steps)
-    try:
-        if workers == 1:
-            _init_worker(*init)
-            for j in jobs:
-                results.append(_job(j))
-                bar.update(1)
-        else:
-            ctx = mp.get_context("spawn")  # MuJoCo's GL context and fork do not mix
-            with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=init) as pool:
-                for r in pool.imap_unordered(_job, jobs):
-                    results.append(r)
+    with staged(out) as tmp:  # nothing half-written at --out
+        _link_tree(src.root, tmp)
+        jobs = []
+        for t in sorted({t for t, _ in scenes}):
+            seeds = [s for tt, s in scenes if tt == t]
+            for i, s in enumerate(seeds):
+                for r in range(cfg.rollouts_per_scene):
+                    jobs.append((cfg, str(tmp), t, s, i * cfg.rollouts_per_scene + r, r, policy_sha))
+        with tqdm(total=len(jobs), desc="dagger", unit="rollout", disable=not progress) as bar:
+            if workers == 1:
+                _init_worker(*init)
+                for j in jobs:
+                    results.append(_job(j))
                     bar.update(1)
-                    bar.set_postfix_str(f"recorded {sum(x['status'] == 'recorded' for x in results)}")
-    except BaseException:
-        bar.close()
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written at --out
-        raise
-    bar.close()
+            else:
+                ctx = mp.get_context("spawn")  # MuJoCo's GL context and fork do not mix
+                with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=init) as pool:
+                    for r in pool.imap_unordered(_job, jobs):
+                        results.append(r)
+                        bar.update(1)
+                        bar.set_postfix_str(f"recorded {sum(x['status'] == 'recorded' for x in results)}")
+        ds = Dataset.open(tmp)
+        ds.info["name"] = out.name
+        # The source generator's fields stay on top ("seed" defines the seen scenes for `eval --data`).
+        ds.finalize({**src.info.get("generator", {}), "dagger": {"source": str(src.root), "policy": str(ckpt),
+                                                                "policy_sha256": policy_sha, **dataclasses.asdict(cfg)}})
     counts = {k: sum(r["status"] == k for r in results) for k in ("recorded", "policy_succeeded", "expert_failed", "too_short")}
-    ds = Dataset.open(tmp)
-    ds.info["name"] = out.name
-    # The source generator's fields stay on top ("seed" defines the seen scenes for `eval --data`).
-    ds.finalize({**src.info.get("generator", {}), "dagger": {"source": str(src.root), "policy": str(ckpt),
-                                                            "policy_sha256": policy_sha, **dataclasses.asdict(cfg)}})
-    os.replace(tmp, out)
     return {"out": str(out), "source_episodes": len(src), "rollouts": len(jobs), **counts,
             "frames": int(sum(r.get("frames", 0) for r in results)), "seconds": time.perf_counter() - t0,
             "mean_policy_progress": float(np.mean([r["policy_progress"] for r in results]))}

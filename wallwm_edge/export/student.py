@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wallwm_edge.data.staging import publish, staging_dir
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.export import onnx_export, parity
 from wallwm_edge.export.sidecar import write_sidecar
@@ -320,26 +321,6 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
             raise parity.ParityError(f"{e}; nothing was written to {final}") from None
         raise
     return report
-
-
-def staging_dir(final: Path) -> Path:
-    """A fresh hidden folder beside `final` (same file system, so publishing is a rename)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = final.parent / f".{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    return stage
-
-
-def publish(stage: Path, final: Path) -> None:
-    """Move the staged files into `final`: one rename when it does not exist yet, else file by file
-    (an existing folder, e.g. the checkpoint's own, keeps its other files)."""
-    if not final.exists():
-        os.replace(stage, final)
-        return
-    for f in sorted(stage.iterdir()):
-        os.replace(f, final / f.name)
-    stage.rmdir()
 
 
 def _export_into(model, header, checkpoint, out_dir: Path, name, graphs, steps, source, embed, text_encoder, precisions,

@@ -165,7 +165,7 @@ def export_text_encoder(out_dir: str | os.PathLike, precisions: tuple[str, ...] 
     All or nothing: the files are staged beside OUT and moved in once every gate passed (other files of
     OUT, e.g. the student's, are kept)."""
     from wallwm_edge.export.parity import ParityError
-    from wallwm_edge.export.student import publish, staging_dir
+    from wallwm_edge.data.staging import publish, staging_dir
     from wallwm_edge.export.sidecar import file_sha256
 
     unknown = [p for p in precisions if p not in FILES]
