@@ -23,13 +23,13 @@ numpy/json only (DESIGN.md decision 5).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from wallwm_edge.data.episode import sha256_file
 from wallwm_edge.errors import DataError, read_json_object
 from wallwm_edge.validate import array, integer, number, obj, optional, quote, require, string
 
@@ -69,11 +69,7 @@ def sidecar_path(onnx_path: str | os.PathLike) -> Path:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(Path(path))
 
 
 def _jsonable(x):

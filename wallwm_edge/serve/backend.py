@@ -12,13 +12,13 @@ The client sends the noise so that the student later trains from exactly the noi
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from wallwm_edge.data.episode import sha256_file
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.model.checkpoint import MODEL_FILE
 from wallwm_edge.model.denoiser import WallWM
@@ -52,14 +52,6 @@ def teacher_trajectory(teacher: WallWM, batch: dict, noise_video, noise_action, 
     return torch.stack(tv, 1), torch.stack(ta, 1), end_logit
 
 
-def sha256_16(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 22):
-            h.update(b)
-    return h.hexdigest()[:16]
-
-
 class Backend:
     def __init__(self, checkpoint: str | os.PathLike, steps: int | None = None, seed: int = 0):
         from wallwm_edge.model.policy import Policy
@@ -70,7 +62,7 @@ class Backend:
             raise ConfigError(f"{checkpoint}: checkpoint not found (a run folder or its {MODEL_FILE})")
         self.policy = Policy.from_checkpoint(p, steps=steps, seed=seed)
         self.model, self.cfg, self.header = self.policy.model, self.policy.cfg, self.policy.header
-        self.path, self.sha256 = p, sha256_16(p)
+        self.path, self.sha256 = p, sha256_file(p)[:16]
 
     def metadata(self, max_batch: int) -> dict:
         c = self.cfg

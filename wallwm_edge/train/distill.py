@@ -36,7 +36,6 @@ the key and both shapes. See docs in `KeyMap`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wallwm_edge.data.episode import sha256_file
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.model.checkpoint import FORMAT as CKPT_FORMAT
 from wallwm_edge.model.checkpoint import MODEL_FILE, check_finite_tensors, model_config, read_header, save_model
@@ -182,17 +182,9 @@ def load_teacher(path: str | os.PathLike, key_map: KeyMap | None = None, config:
     state = (key_map or KeyMap()).apply(state, str(p))
     load_state_strict(model, state, str(p))
     header = dict(header) or {"config": cfg.to_json(), "external": True}
-    header["sha256"] = _sha256(p)
+    header["sha256"] = sha256_file(p)[:16]
     header["path"] = str(p)
     return model.eval(), header
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 22):
-            h.update(b)
-    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------- student
