@@ -65,8 +65,11 @@ def test_bad_requests_are_refused_before_any_rollout(tiny_policy, tiny_metaworld
         collect(tiny_policy, tiny_metaworld_dataset, tmp_path / "a", DaggerConfig(min_takeover=20, max_takeover=10), progress=False)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(DataError, match="not empty"):
+    with pytest.raises(DataError, match="not an empty folder"):
         collect(tiny_policy, tiny_metaworld_dataset, tmp_path / "full", CFG, progress=False)
+    (tmp_path / "file").write_text("x")  # a file where the dataset should go: one line, no traceback
+    with pytest.raises(DataError, match="not an empty folder"):
+        collect(tiny_policy, tiny_metaworld_dataset, tmp_path / "file", CFG, progress=False)
     with pytest.raises(ConfigError, match="checkpoint not found"):
         collect(tmp_path / "nope", tiny_metaworld_dataset, tmp_path / "b", CFG, progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

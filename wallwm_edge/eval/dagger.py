@@ -134,8 +134,8 @@ def collect(policy, data, out, cfg: DaggerConfig = DaggerConfig(), workers: int 
     mcfg = read_header(ckpt)["config"]  # ConfigError naming the file if it is not a checkpoint
     src = validate_or_raise(data)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out}: exists and is not empty (choose another --out)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: exists and is not an empty folder (choose another --out)")
     # Scenes: the source's expert episodes of seen tasks (takeovers of an earlier round are not re-used).
     scenes = []
     for eid in src.episode_ids:
