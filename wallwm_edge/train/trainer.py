@@ -121,7 +121,7 @@ class Trainer:
         self.progress = progress and self.rank == 0
         ds = validate_or_raise(data)
         fingerprint = dataset_fingerprint(ds)
-        header = None
+        header = init_model = None
         if resume:
             header = read_header(self.out / MODEL_FILE)
             saved = TrainConfig.from_json(header["train_config"])
@@ -132,10 +132,9 @@ class Trainer:
             cfg = ModelConfig.from_json(header["config"])
             cfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size, where=f"dataset {ds.root}")
         elif tcfg is not None and tcfg.init:
-            from wallwm_edge.model.checkpoint import model_config
-
-            init_header = read_header(tcfg.init)
-            cfg = model_config(init_header, tcfg.init)
+            # its autoencoder and normalizers come with it: they are what the weights learned on
+            init_model, init_header = load_model(tcfg.init)
+            cfg = init_model.cfg
             if cfg.mode != tcfg.mode:
                 raise ConfigError(f"{tcfg.init}: the checkpoint is a {cfg.mode}-mode model, --mode says {tcfg.mode}")
             cfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size,
@@ -160,8 +159,8 @@ class Trainer:
         if resume:
             model, _ = load_model(self.out / MODEL_FILE)
             self.ae_explained = header.get("autoencoder_explained_variance")
-        elif tcfg.init:
-            model, init_header = load_model(tcfg.init)  # its autoencoder and normalizers are what the weights learned on
+        elif init_model is not None:
+            model = init_model
             self.ae_explained = init_header.get("autoencoder_explained_variance")
         else:
             model = WallWM(cfg)
