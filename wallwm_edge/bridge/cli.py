@@ -99,10 +99,11 @@ def _bridge(args) -> int:
             rep = play(link, chunks, blend=args.blend, rate_hz=args.rate, every=args.every, wait=args.wait,
                        on_queued=queued, encoding=args.encoding, space=args.space, interp=args.interp)
         except LinkError as e:
-            s = link.state()
-            if s is not None and s.mode == P.Mode.ESTOP:
-                raise LinkError(f"{e}; {estop_remedy(args.port)}") from None
-            raise
+            try:  # the NACK that refused a chunk can arrive before the STATE that shows the e-stop
+                link.wait_state(lambda s: s.mode == P.Mode.ESTOP, 1.0)
+            except LinkError:
+                raise e from None
+            raise LinkError(f"{e}; {estop_remedy(args.port)}") from None
         finally:
             bar.close()
         if args.wait == 0:
