@@ -88,3 +88,24 @@ def test_bad_config_is_a_clear_error():
         MetaWorldEnv(SimConfig(task="fly-to-moon-v3"))
     with pytest.raises(ConfigError, match="unknown camera"):
         MetaWorldEnv(SimConfig(views=("corner", "nope"), render=False))
+
+
+@pytest.mark.parametrize("drop", ["close", "garbage-collect"])
+def test_closing_one_env_leaves_another_envs_images_intact(drop):
+    # mujoco.Renderer.close() freed its GL objects under another live renderer's context: that env then
+    # rendered noise (found when a second env replaced the first in a loop)
+    cfg = SimConfig(task="reach-v3", image_size=(48, 48))
+    keep = MetaWorldEnv(cfg)
+    before = keep.reset(3)["images"].copy()
+    other = MetaWorldEnv(SimConfig(task="push-v3", image_size=(48, 48)))
+    other.reset(1)
+    np.testing.assert_array_equal(keep.observe()["images"], before)  # keep's context is now the current one
+    if drop == "close":
+        other.close()
+    del other
+    import gc
+
+    gc.collect()
+    after = keep.observe()["images"]
+    keep.close()
+    np.testing.assert_array_equal(after, before)

@@ -295,9 +295,23 @@ class MetaWorldEnv:
 
     def close(self) -> None:
         if self.renderer is not None:
-            self.renderer.close()
+            # mujoco.Renderer.close() frees its GL context first and its MjrContext (textures, buffers)
+            # after, under whichever context is current then: another live env's, whose GL objects of the
+            # same ids it deletes, so that env rendered garbage from then on. Free ours under our context.
+            r = self.renderer
+            if getattr(r, "_gl_context", None) is not None and getattr(r, "_mjr_context", None) is not None:
+                r._gl_context.make_current()
+                r._mjr_context.free()
+                r._mjr_context = None
+            r.close()
             self.renderer = None
         self.env.close()
+
+    def __del__(self) -> None:
+        try:  # an env dropped without close() would otherwise free its renderer the broken way (above)
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit the GL bindings may already be gone
+            pass
 
     def __enter__(self) -> "MetaWorldEnv":
         return self
