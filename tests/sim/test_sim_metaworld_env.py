@@ -109,3 +109,37 @@ def test_closing_one_env_leaves_another_envs_images_intact(drop):
     after = keep.observe()["images"]
     keep.close()
     np.testing.assert_array_equal(after, before)
+
+
+def _goal_pixels(env, view: int) -> int:
+    import mujoco
+
+    sid = env.model.site("goal").id
+    env.renderer.enable_segmentation_rendering()
+    try:
+        env.renderer.update_scene(env.data, camera=env.cam_ids[view])
+        seg = env.renderer.render()
+    finally:
+        env.renderer.disable_segmentation_rendering()
+    return int(((seg[..., 1] == int(mujoco.mjtObj.mjOBJ_SITE)) & (seg[..., 0] == sid)).sum())
+
+
+def test_goal_marker_is_rendered_large_enough_to_see_and_changes_no_physics():
+    sizes = {}
+    states = {}
+    for r in (0.0, 0.05):
+        e = MetaWorldEnv(SimConfig(task="reach-v3", views=("corner", "topview"), image_size=(64, 64), goal_marker_m=r))
+        obs = e.reset(5)
+        sizes[r] = [_goal_pixels(e, v) for v in range(2)]
+        for _ in range(5):
+            obs = e.step(e.expert_action())
+        states[r] = obs["state"]
+        e.close()
+    assert max(sizes[0.0]) <= 6 and min(sizes[0.05]) >= 12, sizes  # 64x64: Meta-World's marker is a few px
+    np.testing.assert_array_equal(states[0.0], states[0.05])
+
+
+@pytest.mark.parametrize("r", [-0.01, 0.5, float("nan")])
+def test_bad_goal_marker_is_refused(r):
+    with pytest.raises(ConfigError, match="goal_marker_m"):
+        MetaWorldEnv(SimConfig(task="reach-v3", goal_marker_m=r, render=False))

@@ -56,7 +56,7 @@ def takeover_step(cfg: DaggerConfig, task: str, scene: int, r: int) -> int:
 _W: dict = {}
 
 
-def _init_worker(policy: str, views, image_size, max_steps: int) -> None:
+def _init_worker(policy: str, views, image_size, max_steps: int, goal_marker_m: float) -> None:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
     import torch
@@ -64,14 +64,16 @@ def _init_worker(policy: str, views, image_size, max_steps: int) -> None:
     from wallwm_edge.eval.actors import CheckpointActor
 
     torch.set_num_threads(1)  # one core per worker process (two processes share a 2-core machine)
-    _W.update(actor=CheckpointActor(policy), views=tuple(views), image_size=tuple(image_size), max_steps=max_steps, envs={})
+    _W.update(actor=CheckpointActor(policy), views=tuple(views), image_size=tuple(image_size), max_steps=max_steps,
+              goal_marker_m=goal_marker_m, envs={})
 
 
 def _env(task: str):
     from wallwm_edge.sim.metaworld_env import MetaWorldEnv, SimConfig
 
     if task not in _W["envs"]:
-        _W["envs"][task] = MetaWorldEnv(SimConfig(task=task, views=_W["views"], image_size=_W["image_size"], max_steps=_W["max_steps"]))
+        _W["envs"][task] = MetaWorldEnv(SimConfig(task=task, views=_W["views"], image_size=_W["image_size"], max_steps=_W["max_steps"],
+                                                    goal_marker_m=_W["goal_marker_m"]))
     return _W["envs"][task]
 
 
@@ -150,7 +152,9 @@ def collect(policy, data, out, cfg: DaggerConfig = DaggerConfig(), workers: int 
     policy_sha = sha256_file(ckpt)
     t0 = time.perf_counter()
     results = []
-    init = (str(ckpt), src.views, src.image_size, cfg.max_steps)
+    # takeovers render the scene as the source's episodes were rendered (datasets from before the goal
+    # marker was enlarged record none: Meta-World's own marker)
+    init = (str(ckpt), src.views, src.image_size, cfg.max_steps, float(src.info.get("generator", {}).get("goal_marker_m", 0.0)))
     with staged(out) as tmp:  # nothing half-written at --out
         _link_tree(src.root, tmp)
         jobs = []

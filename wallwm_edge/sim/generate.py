@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from wallwm_edge.errors import ConfigError
+from wallwm_edge.sim.metaworld_env import GOAL_MARKER_M
 
 DEFAULT_TASKS = ("pick-place-v3", "push-v3", "bin-picking-v3", "shelf-place-v3", "button-press-topdown-v3",
                  "drawer-open-v3", "reach-v3", "pick-place-wall-v3", "push-wall-v3")
@@ -39,6 +40,7 @@ class GenConfig:
     jitter_pos_m: float = 0.0  # fixed-camera jitter ("novel scene" split); 0 = Meta-World's cameras
     jitter_rot_deg: float = 0.0
     split_tags: tuple[str, ...] = field(default_factory=tuple)  # extra tags for every episode
+    goal_marker_m: float = GOAL_MARKER_M  # rendered radius of the goal marker (recorded in dataset.json)
 
 
 def episode_seed(seed: int, task: str, index: int, attempt: int) -> int:
@@ -127,7 +129,7 @@ def _env_for(cfg: GenConfig, task: str):
     if task not in _ENVS:
         _ENVS[task] = MetaWorldEnv(SimConfig(task=task, views=tuple(cfg.views), image_size=tuple(cfg.image_size),
                                              max_steps=cfg.max_steps, jitter_pos_m=cfg.jitter_pos_m,
-                                             jitter_rot_deg=cfg.jitter_rot_deg))
+                                             jitter_rot_deg=cfg.jitter_rot_deg, goal_marker_m=cfg.goal_marker_m))
     return _ENVS[task]
 
 
