@@ -136,14 +136,22 @@ def nodes_under(model, prefixes: tuple[str, ...]) -> list[str]:
 
 
 def session(path: str | os.PathLike, threads: int | None = None, providers=("CPUExecutionProvider",),
-            error: type[WallwmError] | None = None):
+            error: type[WallwmError] | None = None, custom_ops: bool = True):
     """An onnxruntime session (CPU unless `providers` says otherwise); `threads` caps intra-op threads
     (None: onnxruntime's default). A file onnxruntime cannot load raises `error` (default ExportError) in one
-    line. torch-free: the on-board runtime builds its sessions here too."""
+    line. torch-free: the on-board runtime builds its sessions here too.
+
+    custom_ops: register `_C`'s onnxruntime ops when it has them (export/attention_op.py), so a graph with
+    `wallwm.BlockSparseAttention` nodes runs our kernel; False (or no `_C`, or WALLWM_ORT_OPS=0) runs those
+    nodes' standard-op bodies. Graphs without such nodes are unaffected either way.
+    """
     import onnxruntime as ort
+
+    from wallwm_edge.export import attention_op
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    attention_op.register(opts, custom_ops)
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
