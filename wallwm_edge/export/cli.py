@@ -7,6 +7,7 @@ import argparse
 import json
 
 from wallwm_edge.cli import comma_list
+from wallwm_edge.errors import ConfigError
 
 EXAMPLES = """\
 examples:
@@ -74,6 +75,9 @@ def register(sub) -> None:
     p.add_argument("--trt", default=None, metavar="PROFILE", help="also build a TensorRT engine with this build profile JSON (export/profiles/)")
     p.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"],
                    help="dynamo: torch.export (default, maintained); torchscript: legacy tracer, 10-20x faster here")
+    p.add_argument("--attention-op", action="store_true",
+                   help="float32 graphs run attention as one wallwm.BlockSparseAttention node: the _C kernel where the op "
+                        "loads, the standard ops otherwise (same file); gated both ways")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads for the eager reference (default 1)")
     p.set_defaults(func=run)
@@ -125,6 +129,9 @@ def run(args) -> int:
     from wallwm_edge.train.samples import default_embedder, hash_embedder
 
     torch.set_num_threads(args.threads)
+    if args.trt and args.attention_op:  # TensorRT would need the op as a plugin (issue 13 item 2, not built yet)
+        raise ConfigError("--attention-op and --trt: TensorRT has no plugin for wallwm.BlockSparseAttention yet; "
+                          "export the TensorRT student without --attention-op")
     if args.trt:  # fail before the long export, not after it
         from wallwm_edge.export.tensorrt import TensorRTUnavailable, load_profile, why_unavailable
 
@@ -140,7 +147,7 @@ def run(args) -> int:
     report = export_checkpoint(args.checkpoint, args.out, name=args.name, graphs=args.graphs, steps=args.steps, source=source,
                                embed=embed, text_encoder=args.text_encoder, precisions=args.precisions,
                                gate_samples=args.gate_samples, batch=args.batch, calib_samples=args.calib_samples, seed=args.seed,
-                               exporter=args.exporter, calib_method=args.calib_method)
+                               exporter=args.exporter, calib_method=args.calib_method, attention_op=args.attention_op)
     for kind, rows in report["graphs"].items():
         for r in rows:
             par = r["parity"]

@@ -282,8 +282,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                       graphs: tuple[str, ...] = ("sample", "step"), steps: int | None = None, source=None, embed=None,
                       text_encoder: str = "minilm", precisions: tuple[str, ...] = ("fp32",), gate_samples: int = 16,
                       batch: int = 4, calib_samples: int = 64, seed: int = 0, progress: bool = True, exporter: str = "dynamo",
-                      calib_method: str = "percentile") -> dict:
+                      calib_method: str = "percentile", attention_op: bool = False) -> dict:
     """Export, gate and (optionally) quantize every graph of a checkpoint; writes OUT/NAME.export.json.
+
+    attention_op: afterwards, rewrite the float32 graphs' attentions as `wallwm.BlockSparseAttention` nodes
+    (export/attention_op.py: `_C`'s kernel where it loads, the standard ops otherwise), gated against the
+    standard graph both ways. The quantized variants are made from the standard graph first.
 
     `source` (a train.samples.SampleSource on the checkpoint's dataset) gives calibration and gate
     inputs and the caption table; without it the gates use synthetic inputs and int8 is refused.
@@ -306,7 +310,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
     out_dir = staging_dir(final)
     try:
         report = _export_into(model, header, checkpoint, out_dir, name, graphs, steps, source, embed, text_encoder, precisions,
-                              gate_samples, batch, calib_samples, seed, progress, exporter, calib_method)
+                              gate_samples, batch, calib_samples, seed, progress, exporter, calib_method, attention_op)
         for rows in report["graphs"].values():
             for r in rows:
                 r["file"] = str(final / Path(r["file"]).name)
@@ -324,7 +328,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
 
 
 def _export_into(model, header, checkpoint, out_dir: Path, name, graphs, steps, source, embed, text_encoder, precisions,
-                 gate_samples, batch, calib_samples, seed, progress, exporter, calib_method) -> dict:
+                 gate_samples, batch, calib_samples, seed, progress, exporter, calib_method, attention_op=False) -> dict:
     from tqdm import tqdm
 
     from wallwm_edge.export.quantize import quantize_variants, size_mb
@@ -353,6 +357,11 @@ def _export_into(model, header, checkpoint, out_dir: Path, name, graphs, steps, 
                 calib = dataset_feeds(cfg, source, calib_samples, batch, seed + 200, kind) if source is not None else []
                 rows += quantize_variants(model, header, path, quant, calib, gate_feeds, captions=captions, calib_method=calib_method)
                 bar.update(len(quant))
+            if attention_op:  # after quantization, which works on the standard graph
+                from wallwm_edge.export.attention_op import fuse_export
+
+                bar.set_postfix_str(f"{kind} attention op")
+                rows[0]["attention_op"] = fuse_export(path, gate_feeds)
             report["graphs"][kind] = rows
     finally:
         bar.close()
