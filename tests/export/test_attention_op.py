@@ -204,3 +204,22 @@ def test_export_checkpoint_writes_the_fused_student(tmp_path):
     path = tmp_path / "out" / "student.sample.onnx"
     assert attention_op.count_nodes(onnx.load(str(path))) == row["attention_op"]["nodes"]
     assert read_sidecar(path)["attention_op"]["nodes"] == row["attention_op"]["nodes"]
+
+
+def test_fuses_both_exporters_graphs(exported_tiny):
+    """TorchScript (sample graph) and dynamo (step graph) exports of a tiny model: every attention fused (TorchScript
+    needs measured shapes: `feeds`), outputs as the standard graph's with the op and with the body."""
+    model, sample, step = exported_tiny
+    cfg = model.cfg
+    for kind, path in (("sample", sample), ("step", step)):
+        feeds = [random_feeds(cfg, 3, seed, kind) for seed in (5, 6)]
+        fused, n = attention_op.fuse(onnx.load(str(path)), feeds=feeds[0])
+        assert n == attention_op.count_nodes(fused) == cfg.depth * (2 if kind == "sample" else 1), kind  # exported with 2 steps
+        out = path.with_name(path.stem + ".fused.onnx")
+        onnx.save(fused, str(out))
+        ref = _run_all(path, feeds, custom_ops=False)
+        for with_op, tol in ((True, OP_TOL), (False, BODY_TOL)):
+            if with_op and attention_op.library()[0] is None:
+                continue
+            got = _run_all(out, feeds, custom_ops=with_op)
+            assert max(_max_diff(r, g) for r, g in zip(ref, got)) <= tol, (kind, with_op)

@@ -229,7 +229,11 @@ def _evaluate(g: _Graph, src: str, dst: str, shape: tuple | None, x: np.ndarray 
         return None
 
 
-def _shapes(model) -> dict[str, tuple]:
+def _shapes(model, feeds: dict[str, np.ndarray] | None = None) -> dict[str, tuple]:
+    """name -> shape (None for an unknown axis) of every tensor ONNX shape inference can follow, and, given
+    `feeds`, of every float tensor the model computes on them (torch's TorchScript exporter writes q, k and v
+    through Reshapes of computed shapes, which inference cannot follow). Measured shapes keep the batch axis
+    unknown, as an exported graph has it."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -237,7 +241,35 @@ def _shapes(model) -> dict[str, tuple]:
     for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
         dims = vi.type.tensor_type.shape.dim
         out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    if feeds:
+        out.update({k: v for k, v in _measured_shapes(model, feeds).items() if None in out.get(k, (None,))})
     return out
+
+
+def _measured_shapes(model, feeds: dict[str, np.ndarray]) -> dict[str, tuple]:
+    """Shapes of the outputs of the graph's MatMul / Mul / Transpose / Reshape / Gather / Split / Slice nodes (where
+    q, k, v and their scaling live) on `feeds`, batch axis reported as None."""
+    import onnx
+    import onnxruntime as ort
+
+    from wallwm_edge.export import onnx_export
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    names = [o for n in probe.graph.node if n.op_type in ("MatMul", "Mul", "Transpose", "Reshape", "Gather", "Split", "Slice")
+             for o in n.output if o and o not in have]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    opts = ort.SessionOptions()
+    opts.log_severity_level, opts.intra_op_num_threads = 3, 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every probed tensor
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        got = onnx_export.run(sess, feeds)
+    except Exception:  # a graph onnxruntime cannot run this way: shape inference alone decides
+        return {}
+    batch = next(iter(feeds.values())).shape[0]
+    return {n: (None, *a.shape[1:]) if a.ndim and a.shape[0] == batch else tuple(a.shape) for n, a in got.items() if n in names}
 
 
 def _match(g: _Graph, sm, shapes: dict):
@@ -313,11 +345,12 @@ def _prune(graph) -> None:
         graph.value_info.remove(vi)
 
 
-def fuse(model, block: int = BLOCK):
+def fuse(model, block: int = BLOCK, feeds: dict[str, np.ndarray] | None = None):
     """(a copy of `model` with every matched attention as one wallwm.BlockSparseAttention node, how many).
 
     The model's opset gains domain "wallwm" v1 and the op's standard body as a model-local function. With
-    no match the copy is the unchanged model and the count is 0.
+    no match the copy is the unchanged model and the count is 0. `feeds` (one input batch) lets shapes be
+    measured where ONNX shape inference gives up (TorchScript exports need it; dynamo ones do not).
     """
     import onnx
     from onnx import helper
@@ -327,7 +360,7 @@ def fuse(model, block: int = BLOCK):
     if count_nodes(out):
         return out, count_nodes(out)  # already fused
     g = _Graph(out)
-    shapes = _shapes(out)
+    shapes = _shapes(out, feeds)
     matches = [m for m in (_match(g, n, shapes) for n in list(out.graph.node) if n.op_type == "Softmax") if m is not None]
     if not matches:
         return out, 0
@@ -363,11 +396,11 @@ def _topo_sort(graph) -> None:
     graph.node.extend(ordered)
 
 
-def fuse_file(src: str | os.PathLike, dst: str | os.PathLike) -> int:
+def fuse_file(src: str | os.PathLike, dst: str | os.PathLike, feeds: dict[str, np.ndarray] | None = None) -> int:
     """Fuse `src` into `dst` (may be the same path); returns the number of attention nodes in `dst`."""
     import onnx
 
-    model, n = fuse(onnx.load(str(src)))
+    model, n = fuse(onnx.load(str(src)), feeds=feeds)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst))
     return n
@@ -408,7 +441,7 @@ def fuse_export(onnx_path: str | os.PathLike, feeds: list[dict[str, np.ndarray]]
     from wallwm_edge.export.sidecar import read_sidecar, write_sidecar
 
     onnx_path = Path(onnx_path)
-    fused, n = fuse(onnx.load(str(onnx_path)))
+    fused, n = fuse(onnx.load(str(onnx_path)), feeds=feeds[0] if feeds else None)
     if n == 0:
         return {"nodes": 0}
     tmp = onnx_path.with_name(onnx_path.stem + ".fused.tmp.onnx")

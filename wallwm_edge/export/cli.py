@@ -152,6 +152,11 @@ def run(args) -> int:
         for r in rows:
             par = r["parity"]
             print(f"{kind:6s} {r['precision']:5s} {r['size_mb']:7.2f} MB  cosine {par['cosine']:.5f}  L1 {par['l1']:.5f}  PASS  {r['file']}")
+            if "attention_op" in r:
+                op = r["attention_op"]
+                print(f"{kind:6s} attention op: {op['nodes']} wallwm.BlockSparseAttention node(s)" +
+                      (f", max |diff| vs standard {max(p['max_abs'] for p in op['parity']):.2e}" if op["nodes"] else
+                       ": no attention matched, the graph keeps its standard ops"))
     if args.trt:
         from wallwm_edge.export.tensorrt import build_engine, load_profile
 
