@@ -8,6 +8,7 @@ contrast left after the PCA patch autoencoder (fitted on the same renders) encod
 1.0 = the latent keeps the marker, 0 = erased. Also reports tokens per frame (the compute that buys it).
 
     python benchmarks/goal_visibility.py            (8 scenes; --quick: 3)
+    python benchmarks/goal_visibility.py --markers 0,0.05   (Meta-World's 2 cm marker against the rig's 5 cm)
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import itertools
 import numpy as np
 
 
-def render(size: int, seeds: list[int], views=("corner", "topview"), moves: int = 0):
-    """[(images (V, H, W, 3), goal pixel per view or None)] per seed; `moves` random steps add frames."""
+def render(size: int, seeds: list[int], views=("corner", "topview"), moves: int = 0, marker: float = 0.0):
+    """[(images (V, H, W, 3), goal pixel per view or None)] per seed; `moves` random steps add frames.
+    marker: the goal marker's rendered radius (m); 0 = Meta-World's own (0.02 m)."""
     from wallwm_edge.sim.metaworld_env import MetaWorldEnv, SimConfig
 
-    env = MetaWorldEnv(SimConfig(task="pick-place-v3", views=views, image_size=(size, size)))
+    env = MetaWorldEnv(SimConfig(task="pick-place-v3", views=views, image_size=(size, size), goal_marker_m=marker))
     out = []
     try:
         for s in seeds:
@@ -62,21 +64,25 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--markers", default="0,0.05", help="goal marker radii (m) to compare; 0 = Meta-World's 0.02 m (default 0,0.05)")
     args = ap.parse_args(argv)
+    markers = [float(m) for m in args.markers.split(",")]
     torch.set_num_threads(1)
     seeds = list(range(3 if args.quick else 8))
     fit_seeds = list(range(1000, 1000 + (10 if args.quick else 40)))  # the autoencoder is fitted on other scenes
     figures = {}
-    for size in (64, 96):
-        scenes = render(size, seeds)
-        imgs = np.stack([s[0] for s in render(size, fit_seeds, moves=3)])  # (N, V, H, W, 3)
-        r_in = size / 64 * 2.5  # the marker's radius measured at 64 px is ~3 px
+    for size, marker in itertools.product((64, 96), markers):
+        scenes = render(size, seeds, marker=marker)
+        imgs = np.stack([s[0] for s in render(size, fit_seeds, moves=3, marker=marker)])  # (N, V, H, W, 3)
+        # the marker's radius measured at 64 px is ~3 px at Meta-World's 0.02 m; it scales with the radius
+        r_in = size / 64 * 2.5 * (marker / 0.02 if marker > 0 else 1.0)
+        tag = "" if marker == 0 else f"_marker{marker:g}m"
         for patch, latent in itertools.product((8, 16), (16, 32, 64)):
             if size % patch or latent > 3 * patch * patch:
                 continue
             ae = PatchAutoencoder(patch, latent)
             explained = ae.fit(patchify(torch.from_numpy(imgs.reshape(-1, *imgs.shape[2:]))[:, None], patch).reshape(-1, 3 * patch * patch).numpy())
-            kept = []
+            kept, c0s = [], []
             for img, uv in scenes:
                 rec = ae.decode(ae.encode(torch.from_numpy(img)[None]), img.shape[0], (size, size))[0].numpy()
                 rec = rec * 255.0  # decode gives [0, 1]
@@ -85,12 +91,15 @@ def main(argv=None) -> int:
                         continue
                     c0 = contrast(img[v], uv[v], r_in, 3 * r_in)
                     if c0 > 10:  # the marker is visible in this view
+                        c0s.append(c0)
                         kept.append(contrast(rec[v], uv[v], r_in, 3 * r_in) / c0)
             tokens = (size // patch) ** 2
-            figures[f"{size}px_p{patch}_l{latent}"] = {"contrast_kept": round(float(np.nanmedian(kept)), 3) if kept else None,
+            key = f"{size}px_p{patch}_l{latent}{tag}"
+            figures[key] = {"contrast_kept": round(float(np.nanmedian(kept)), 3) if kept else None,
                                                       "views_with_marker": len(kept), "explained_variance": round(float(explained), 3),
-                                                      "tokens_per_view": tokens}
-            print(f"{size}px patch {patch:2d} latent {latent:2d}: contrast kept {figures[f'{size}px_p{patch}_l{latent}']['contrast_kept']}"
+                                                      "tokens_per_view": tokens, "marker_m": marker or 0.02,
+                                                      "marker_contrast": round(float(np.nanmedian(c0s)), 1) if c0s else None}
+            print(f"{size}px marker {marker or 0.02:g} m patch {patch:2d} latent {latent:2d}: contrast kept {figures[key]['contrast_kept']}"
                   f" ({len(kept)} views), variance {explained:.3f}, {tokens} tokens/view", flush=True)
     write_result("goal_visibility", figures, goals={}, met={})
     return 0
