@@ -45,9 +45,10 @@ def _rig_mask(side: dict) -> np.ndarray:
     return MaskProvider(Rig.from_json(side["rig"]), side["views"], cfg["patch"], cfg["near"], cfg["far"], side["image_size"]).view_mask()
 
 
-def _feeds(kind: str) -> list[dict[str, np.ndarray]]:
+def _feeds(graph: str) -> list[dict[str, np.ndarray]]:
     """Random inputs with random masks (empty rows, an all-empty sample), and the same with the rig's real mask."""
-    side = json.loads((STUDENT / f"student.{kind}.json").read_text())
+    kind = graph.split(".")[0]
+    side = json.loads((STUDENT / f"student.{graph}.json").read_text())
     cfg = _cfg(side)
     feeds = [random_feeds(cfg, 4, seed, kind) for seed in (0, 1)]
     real = random_feeds(cfg, 2, 2, kind)
@@ -55,14 +56,17 @@ def _feeds(kind: str) -> list[dict[str, np.ndarray]]:
     return feeds + [real]
 
 
+GRAPHS = ("sample", "step", "sample.int8")  # the shipped files student.GRAPH.onnx (int8: attention stays float32)
+
+
 @pytest.fixture(scope="module")
 def fused(tmp_path_factory):
-    """{kind: fused copy of the shipped graph}; the fusion runs once per kind."""
+    """{graph: fused copy of the shipped file}; the fusion runs once per file."""
     d = tmp_path_factory.mktemp("fused")
     out = {}
-    for kind in ("sample", "step"):
-        n = attention_op.fuse_file(STUDENT / f"student.{kind}.onnx", d / f"student.{kind}.onnx")
-        out[kind] = (d / f"student.{kind}.onnx", n)
+    for graph in GRAPHS:
+        n = attention_op.fuse_file(STUDENT / f"student.{graph}.onnx", d / f"student.{graph}.onnx")
+        out[graph] = (d / f"student.{graph}.onnx", n)
     return out
 
 
@@ -77,34 +81,34 @@ def _run_all(path, feeds, custom_ops: bool) -> list[dict]:
 
 
 @needs_student
-@pytest.mark.parametrize("kind", ["sample", "step"])
-def test_every_attention_is_fused(fused, kind):
-    side = json.loads((STUDENT / f"student.{kind}.json").read_text())
-    path, n = fused[kind]
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_every_attention_is_fused(fused, graph):
+    side = json.loads((STUDENT / f"student.{graph}.json").read_text())
+    path, n = fused[graph]
     model = onnx.load(str(path))
     depth = side["config"]["depth"]
-    assert n == attention_op.count_nodes(model) == depth * (side["steps"] if kind == "sample" else 1)
+    assert n == attention_op.count_nodes(model) == depth * (side["steps"] if side["kind"] == "sample" else 1)
     assert not any(node.op_type == "Softmax" for node in model.graph.node)  # no attention left in the main graph
     assert [f.name for f in model.functions] == [attention_op.OP]
 
 
 @needs_student
 @needs_op
-@pytest.mark.parametrize("kind", ["sample", "step"])
-def test_op_matches_standard_graph(fused, kind):
-    feeds = _feeds(kind)
-    ref = _run_all(STUDENT / f"student.{kind}.onnx", feeds, custom_ops=False)
-    got = _run_all(fused[kind][0], feeds, custom_ops=True)
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_op_matches_standard_graph(fused, graph):
+    feeds = _feeds(graph)
+    ref = _run_all(STUDENT / f"student.{graph}.onnx", feeds, custom_ops=False)
+    got = _run_all(fused[graph][0], feeds, custom_ops=True)
     assert max(_max_diff(r, g) for r, g in zip(ref, got)) <= OP_TOL
     assert all(np.isfinite(v).all() for g in got for v in g.values())
 
 
 @needs_student
-@pytest.mark.parametrize("kind", ["sample", "step"])
-def test_standard_body_matches_standard_graph(fused, kind):
-    feeds = _feeds(kind)
-    ref = _run_all(STUDENT / f"student.{kind}.onnx", feeds, custom_ops=False)
-    got = _run_all(fused[kind][0], feeds, custom_ops=False)
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_standard_body_matches_standard_graph(fused, graph):
+    feeds = _feeds(graph)
+    ref = _run_all(STUDENT / f"student.{graph}.onnx", feeds, custom_ops=False)
+    got = _run_all(fused[graph][0], feeds, custom_ops=False)
     assert max(_max_diff(r, g) for r, g in zip(ref, got)) <= BODY_TOL
 
 
@@ -177,6 +181,17 @@ def test_fuse_export_rewrites_the_sidecar_and_the_runtime_loads_it(tmp_path):
     fused_out = Student.load(d, threads=1).engine.run({k: v[:1] for k, v in feeds.items()})
     plain_out = Student.load(STUDENT, precision="fp32", threads=1).engine.run({k: v[:1] for k, v in feeds.items()})
     assert _max_diff(plain_out, fused_out) <= OP_TOL
+
+
+@needs_student
+def test_float16_graph_is_left_alone(tmp_path):
+    """The kernel is float32: a float16 student keeps its standard attention (0 fused, file unchanged)."""
+    from wallwm_edge.export.quantize import convert_fp16
+
+    convert_fp16(STUDENT / "student.sample.onnx", tmp_path / "fp16.onnx")
+    model = onnx.load(str(tmp_path / "fp16.onnx"))
+    out, n = attention_op.fuse(model)
+    assert n == 0 and out == model
 
 
 def test_graph_without_attention_is_left_alone():

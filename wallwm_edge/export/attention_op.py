@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import math
 import os
 from pathlib import Path
 
@@ -231,12 +230,10 @@ def _evaluate(g: _Graph, src: str, dst: str, shape: tuple | None, x: np.ndarray 
 
 def _shapes(model, feeds: dict[str, np.ndarray] | None = None) -> dict[str, tuple]:
     """name -> shape (None for an unknown axis) of every tensor ONNX shape inference can follow, and, given
-    `feeds`, of every float tensor the model computes on them (torch's TorchScript exporter writes q, k and v
-    through Reshapes of computed shapes, which inference cannot follow). Measured shapes keep the batch axis
-    unknown, as an exported graph has it."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
+    `feeds`, of the tensors q, k, v and their scales can be, measured on them (torch's TorchScript exporter
+    writes q, k and v through Reshapes of computed shapes, which inference cannot follow). Measured shapes keep
+    the batch axis unknown, as an exported graph has it."""
+    inferred = _inferred(model)
     out = {}
     for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
         dims = vi.type.tensor_type.shape.dim
@@ -244,6 +241,24 @@ def _shapes(model, feeds: dict[str, np.ndarray] | None = None) -> dict[str, tupl
     if feeds:
         out.update({k: v for k, v in _measured_shapes(model, feeds).items() if None in out.get(k, (None,))})
     return out
+
+
+def _inferred(model):
+    """`model` with ONNX shape inference's value_info; the model as it is where inference refuses it (a converted
+    float16 graph's stored types can contradict inference)."""
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception:  # onnx raises InferenceError / ValidationError / RuntimeError by version
+        return model
+
+
+def _elem_types(model) -> dict[str, int]:
+    """name -> ONNX element type of every tensor shape inference types (float16 graphs type them all)."""
+    inferred = _inferred(model)
+    vis = (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
+    return {vi.name: vi.type.tensor_type.elem_type for vi in vis if vi.type.tensor_type.elem_type}
 
 
 def _measured_shapes(model, feeds: dict[str, np.ndarray]) -> dict[str, tuple]:
@@ -349,7 +364,8 @@ def fuse(model, block: int = BLOCK, feeds: dict[str, np.ndarray] | None = None):
     """(a copy of `model` with every matched attention as one wallwm.BlockSparseAttention node, how many).
 
     The model's opset gains domain "wallwm" v1 and the op's standard body as a model-local function. With
-    no match the copy is the unchanged model and the count is 0. `feeds` (one input batch) lets shapes be
+    no match the copy is the unchanged model and the count is 0; float16 attentions are not matched (the
+    kernel is float32). `feeds` (one input batch) lets shapes be
     measured where ONNX shape inference gives up (TorchScript exports need it; dynamo ones do not).
     """
     import onnx
@@ -362,6 +378,9 @@ def fuse(model, block: int = BLOCK, feeds: dict[str, np.ndarray] | None = None):
     g = _Graph(out)
     shapes = _shapes(out, feeds)
     matches = [m for m in (_match(g, n, shapes) for n in list(out.graph.node) if n.op_type == "Softmax") if m is not None]
+    types = _elem_types(out)
+    # The kernel is float32 only: an attention in float16 (a converted fp16 graph) keeps its standard ops.
+    matches = [m for m in matches if all(types.get(t, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for t in m[:3])]
     if not matches:
         return out, 0
     for i, (q, k, v, mask, scale, o, drop) in enumerate(matches):

@@ -285,9 +285,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                       calib_method: str = "percentile", attention_op: bool = False) -> dict:
     """Export, gate and (optionally) quantize every graph of a checkpoint; writes OUT/NAME.export.json.
 
-    attention_op: afterwards, rewrite the float32 graphs' attentions as `wallwm.BlockSparseAttention` nodes
-    (export/attention_op.py: `_C`'s kernel where it loads, the standard ops otherwise), gated against the
-    standard graph both ways. The quantized variants are made from the standard graph first.
+    attention_op: afterwards, rewrite the float32 and int8 graphs' attentions (float32 in both) as
+    `wallwm.BlockSparseAttention` nodes (export/attention_op.py: `_C`'s kernel where it loads, the standard ops
+    otherwise), each gated against its standard graph both ways. Quantization works on the standard graph first.
 
     `source` (a train.samples.SampleSource on the checkpoint's dataset) gives calibration and gate
     inputs and the caption table; without it the gates use synthetic inputs and int8 is refused.
@@ -357,11 +357,13 @@ def _export_into(model, header, checkpoint, out_dir: Path, name, graphs, steps, 
                 calib = dataset_feeds(cfg, source, calib_samples, batch, seed + 200, kind) if source is not None else []
                 rows += quantize_variants(model, header, path, quant, calib, gate_feeds, captions=captions, calib_method=calib_method)
                 bar.update(len(quant))
-            if attention_op:  # after quantization, which works on the standard graph
+            if attention_op:  # after quantization, which works on the standard graph; float32 kernel: not fp16
                 from wallwm_edge.export.attention_op import fuse_export
 
                 bar.set_postfix_str(f"{kind} attention op")
-                rows[0]["attention_op"] = fuse_export(path, gate_feeds)
+                for r in rows:
+                    if r["precision"] in ("fp32", "int8"):
+                        r["attention_op"] = fuse_export(r["file"], gate_feeds, r["precision"])
             report["graphs"][kind] = rows
     finally:
         bar.close()
