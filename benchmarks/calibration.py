@@ -10,6 +10,10 @@ pose relative to cam0 against the ground truth (the reference has none), mean ov
 Also: cameras that never share a frame, linked only by the arm's poses (board in the gripper): the
 baseline cannot relate them at all, ours is measured against the absolute goals; and `calibrate check`'s
 time to find a bumped camera, as a ratio of a full calibration's time.
+Issue 15: the field rig (oblique-only, never co-visible and wrist-from-a-second-capture cameras, strong
+distortion) and the hard 3-camera rigs, each camera's error against the solver's own 1-sigma, and the
+1-sigma with the principal point known (the rotation of a camera is worth no more than its principal
+point: 1 px at f = 550 px is 0.1 deg).
 
     python benchmarks/calibration.py [--quick]
 """
@@ -98,22 +102,52 @@ HARD = {"reference": dict(tilt_deg=(20, 55)), "oblique": dict(tilt_deg=(50, 70))
         "oblique_distorted": dict(tilt_deg=(50, 70), k1=(-0.30, -0.12))}
 
 
+def hard_scene(case: str, seed: int):
+    return S.make_scene(S.SceneConfig(n_cameras=3, layout="none", board_mount="gripper", n_frames=90, seed=seed,
+                                      board_distance=(0.3, 0.55), **HARD[case]), BOARD)
+
+
+def rotation_sigma(cal, hold: tuple[int, ...] = ()) -> np.ndarray:
+    """Per camera, the adjustment's 1-sigma rotation (deg) with the intrinsics entries `hold` (indices into
+    [fx, fy, cx, cy, k1, k2, p1, p2, k3]) taken as known: (2, 3) = principal point. What the capture could give
+    if that entry were known, from the same Jacobian at the solution."""
+    from wallwm_edge.calibration.quality import rotation_cov
+
+    p, res = cal.problem, cal.result
+    J = p.jacobian(res.x, res.inlier).toarray()
+    col, pcol, _ = p.columns()
+    drop = {int(c) for c in col[:, list(hold)].ravel() if c >= 0}
+    keep = [j for j in range(J.shape[1]) if j not in drop]
+    cov = res.sigma**2 * np.linalg.inv(J[:, keep].T @ J[:, keep])
+    out = []
+    for i in range(len(p.cameras)):
+        if pcol[i, 0] < 0:
+            out.append(0.0)
+            continue
+        idx = [keep.index(c) for c in pcol[i, :3]]
+        out.append(float(np.degrees(np.sqrt(np.trace(rotation_cov(p.pose[i, :3], cov[np.ix_(idx, idx)]))))))
+    return np.array(out)
+
+
 def hard_rigs(figures: dict, goals: dict, met: dict, quick: bool) -> None:
     """Issue 15: oblique-only views (board tilted 50-70 degrees) and strong barrel distortion (k1 -0.30..-0.12)
     at 640x480, 3 fixed cameras linked by the arm only, 30 views each, sigma 0.5 px; worst focal error (%),
     rotation (deg) and translation (mm) over cameras and seeds. The adjustment's time with the analytic
     Jacobian against finite differences on the same problems. `check` on a 0.5 deg / 2 mm move of each
-    camera in turn, wrist included, and on nothing moved."""
+    camera in turn, wrist included, and on nothing moved.
+
+    Why the rotation misses 0.1 deg: every camera's error against the solver's own 1-sigma (error / sigma),
+    the 1-sigma the same capture would give with the principal point known, and, over repeated noise on one
+    scene, the measured RMS error against the reported 1-sigma (is the covariance honest, is there a bias)."""
     from dataclasses import replace
 
     from wallwm_edge.calibration.solve import CalibrateConfig
 
     seeds = [0, 1, 2]
-    for case, extra in HARD.items():
-        worst, t_an, t_fd, ok = np.zeros(3), [], [], []
+    for case in HARD:
+        worst, t_an, t_fd, ok, z, sig, sig_pp = np.zeros(3), [], [], [], [], [], []
         for seed in seeds:
-            scene = S.make_scene(S.SceneConfig(n_cameras=3, layout="none", board_mount="gripper", n_frames=90, seed=seed,
-                                               board_distance=(0.3, 0.55), **extra), BOARD)
+            scene = hard_scene(case, seed)
             sess = S.project_views(scene, sigma=0.5, seed=seed)
             for jac, times in (("analytic", t_an), ("fd", t_fd)):
                 cfg = CalibrateConfig()
@@ -123,18 +157,43 @@ def hard_rigs(figures: dict, goals: dict, met: dict, quick: bool) -> None:
                 times.append(time.perf_counter() - t0)
                 if jac == "analytic":
                     ok.append(cal.ok)
-                    for c in scene.rig.cameras:
+                    sig_pp.extend(rotation_sigma(cal, hold=(2, 3)))
+                    for c, q in zip(scene.rig.cameras, cal.cameras):
                         e = cal.rig.camera(c.name)
                         r, t = se3.pose_error(e.T_base_cam, c.T_base_cam)
                         worst = np.maximum(worst, [100 * abs(e.K[0, 0] / c.K[0, 0] - 1), r, 1000 * t])
+                        z.append(r / q.rot_std_deg)
+                        sig.append(q.rot_std_deg)
         tag = f"hard_{case}"
         figures[f"{tag}_focal_pct_max"], figures[f"{tag}_rot_deg_max"], figures[f"{tag}_trans_mm_max"] = (float(v) for v in worst)
+        figures[f"{tag}_rot_sigma_deg_median"] = float(np.median(sig))
+        figures[f"{tag}_rot_err_over_sigma_median"] = float(np.median(z))
+        figures[f"{tag}_rot_err_over_sigma_max"] = float(np.max(z))
+        figures[f"{tag}_rot_sigma_deg_if_principal_point_known_median"] = float(np.median(sig_pp))
         figures[f"{tag}_verdict_ok"] = f"{sum(ok)}/{len(ok)}"
         figures[f"{tag}_seconds_analytic"] = float(np.median(t_an))
         figures[f"{tag}_fd_over_analytic_time"] = float(np.median(t_fd) / np.median(t_an))
         goals[f"{tag}_accuracy"] = "focal within 0.3 %, rotation 0.1 deg, translation 1 mm (worst camera, worst seed)"
         met[f"{tag}_accuracy"] = bool(worst[0] <= 0.3 and worst[1] <= 0.1 and worst[2] <= 1.0)
         print(tag, {k: v for k, v in figures.items() if k.startswith(tag)})
+    # repeated noise on one scene: measured RMS rotation error against the reported 1-sigma, and the mean error
+    # vector (a bias would show as a mean well beyond RMS / sqrt(n))
+    scene = hard_scene("oblique_distorted", 0)
+    errs, sig = [], []
+    for k in range(4 if quick else 10):
+        cal = calibrate([S.project_views(scene, sigma=0.5, seed=100 + k)])
+        for c, q in zip(scene.rig.cameras, cal.cameras):
+            e = cal.rig.camera(c.name)
+            errs.append(np.degrees(se3.R_to_rotvec(c.T_base_cam[:3, :3].T @ e.T_base_cam[:3, :3])))
+            sig.append(q.rot_std_deg)
+    errs = np.array(errs).reshape(-1, len(scene.rig.cameras), 3)  # (repeats, cameras, 3)
+    rms = np.sqrt((errs**2).sum(2).mean(0))  # per camera
+    figures["hard_repeat_rot_rms_over_sigma"] = [float(v) for v in rms / np.array(sig).reshape(-1, len(scene.rig.cameras)).mean(0)]
+    figures["hard_repeat_rot_mean_over_rms"] = [float(v) for v in np.linalg.norm(errs.mean(0), axis=1) / rms]
+    figures["hard_repeat_n"] = len(errs)
+    goals["hard_sigma_honest"] = "repeated noise: measured RMS rotation error within 0.6-1.5x the reported 1-sigma on every camera"
+    met["hard_sigma_honest"] = bool(all(0.6 <= v <= 1.5 for v in figures["hard_repeat_rot_rms_over_sigma"]))
+    print("hard_repeat", {k: v for k, v in figures.items() if k.startswith("hard_repeat")})
     found, total = 0, 0
     for seed in range(3 if quick else 6):
         cfg = dict(n_cameras=2, layout="none", wrist=True, seed=seed, board_distance=(0.3, 0.55), tilt_deg=(20, 55))
@@ -152,13 +211,55 @@ def hard_rigs(figures: dict, goals: dict, met: dict, quick: bool) -> None:
     print("check_small_move_correct", figures["check_small_move_correct"])
 
 
+def field_rigs(figures: dict, goals: dict, met: dict, quick: bool) -> None:
+    """Issue 15's field rig (synthetic.field_scenes): an oblique-only camera, "side", "top", a camera never
+    co-visible with any other ("lonely"), and the wrist camera from a second capture (board on the table);
+    k1 -0.30..-0.12 at 640x480, 40 + 20 frames, sigma 0.5 px, both captures in one adjustment. Per camera and
+    seed: focal (%), rotation (deg), translation (mm; T_flange_cam for the wrist), the solver's 1-sigma
+    rotation, error / sigma, and the 1-sigma the same capture would give with the principal point known."""
+    seeds = [0, 1, 2]
+    per_cam: dict[str, dict[str, list]] = {}
+    times, z, sig_pp = [], [], []
+    for seed in seeds:
+        held, table = S.field_scenes(seed, board=BOARD)
+        sessions = [S.project_views(held, sigma=0.5, seed=seed), S.project_views(table, sigma=0.5, seed=50 + seed)]
+        t0 = time.perf_counter()
+        cal = calibrate(sessions)
+        times.append(time.perf_counter() - t0)
+        sig_pp.extend(rotation_sigma(cal, hold=(2, 3)))
+        for q in cal.cameras:
+            c, e = held.rig.camera(q.name), cal.rig.camera(q.name)
+            Tt, Te = (c.T_flange_cam, e.T_flange_cam) if c.mount == "wrist" else (c.T_base_cam, e.T_base_cam)
+            r, t = se3.pose_error(Te, Tt)
+            d = per_cam.setdefault(q.name, {k: [] for k in ("focal_pct", "rot_deg", "trans_mm", "rot_sigma_deg", "rot_err_over_sigma")})
+            for k, v in zip(d, (100 * (e.K[0, 0] / c.K[0, 0] - 1), r, 1000 * t, q.rot_std_deg, r / q.rot_std_deg)):
+                d[k].append(round(float(v), 4))
+            z.append(r / q.rot_std_deg)
+    figures["field_per_camera"] = per_cam
+    worst = [max(abs(v) for d in per_cam.values() for v in d[k]) for k in ("focal_pct", "rot_deg", "trans_mm")]
+    figures["field_focal_pct_max"], figures["field_rot_deg_max"], figures["field_trans_mm_max"] = worst
+    figures["field_rot_sigma_deg_median"] = float(np.median([v for d in per_cam.values() for v in d["rot_sigma_deg"]]))
+    figures["field_rot_err_over_sigma_max"] = float(np.max(z))
+    figures["field_rot_sigma_deg_if_principal_point_known_median"] = float(np.median(sig_pp))
+    figures["field_cameras_within_goal"] = f"{sum(abs(f) <= 0.3 and r <= 0.1 and t <= 1.0 for d in per_cam.values() for f, r, t in zip(d['focal_pct'], d['rot_deg'], d['trans_mm']))}/{len(z)}"
+    figures["field_seconds_median"], figures["field_seconds_max"] = float(np.median(times)), float(np.max(times))
+    goals["field_accuracy"] = "every camera within 0.3 % focal, 0.1 deg, 1 mm on every seed"
+    met["field_accuracy"] = bool(worst[0] <= 0.3 and worst[1] <= 0.1 and worst[2] <= 1.0)
+    goals["field_seconds"] = "<= 5 s per calibration (5 cameras, two captures, after detection), every seed"
+    met["field_seconds"] = bool(max(times) <= 5.0)
+    print("field", {k: v for k, v in figures.items() if k.startswith("field") and k != "field_per_camera"})
+    for name, d in per_cam.items():
+        print(f"  {name:8s}", {k: v for k, v in d.items()})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one seed, fewer frames")
-    ap.add_argument("--only-hard", action="store_true", help="only the hard rigs, speed and small-move check (issue 15); prints, writes nothing")
+    ap.add_argument("--only-hard", action="store_true", help="only the field rig, hard rigs, speed and small-move check (issue 15); prints, writes nothing")
     args = ap.parse_args(argv)
     if args.only_hard:
         figures, goals, met = {}, {}, {}
+        field_rigs(figures, goals, met, quick=args.quick)
         hard_rigs(figures, goals, met, quick=args.quick)
         return 0 if all(met.values()) else 1
     seeds = [0] if args.quick else [0, 1, 2]
@@ -224,6 +325,7 @@ def main(argv=None) -> int:
         goals[f"{tag}_check"] = "check names exactly the bumped camera"
         met[f"{tag}_check"] = res.moved == ["cam1"]
         print(tag, {k: v for k, v in figures.items() if k.startswith(tag)})
+    field_rigs(figures, goals, met, quick=args.quick)
     hard_rigs(figures, goals, met, quick=args.quick)
     write_result("calibration", figures, goals, met)
     return 0 if all(met.values()) else 1

@@ -32,6 +32,7 @@ class ViewRef:
     wrist: bool
     gripper: bool
     T_cam_board: np.ndarray | None = None  # (4, 4) from PnP
+    trusted: bool = True  # False: T_cam_board fits its corners badly (see flag_poor_poses); used only where nothing else links
 
 
 def board_node(sessions: list[Session], s: int, frame: str) -> tuple:
@@ -106,6 +107,28 @@ def intrinsics(sessions: list[Session], cam: str, size: tuple[int, int]) -> tupl
     return K, np.asarray(dist, np.float64).ravel()[:5], poses
 
 
+def view_rms(ref: ViewRef, X: np.ndarray, K: np.ndarray, dist: np.ndarray) -> float:
+    """Reprojection RMS (px) of a view's corners at its initial pose ref.T_cam_board; X: the board's corners."""
+    import cv2
+
+    T = ref.T_cam_board
+    uv, _ = cv2.projectPoints(X[ref.view.ids].astype(np.float64), cv2.Rodrigues(T[:3, :3])[0], T[:3, 3], K, dist)
+    return float(np.sqrt(np.mean(np.sum((uv.reshape(-1, 2) - ref.view.uv) ** 2, axis=1))))
+
+
+def flag_poor_poses(refs: list[ViewRef], rms: list[float]) -> None:
+    """Mark views whose initial pose fits their corners far worse than the camera's other views (> 3x its median
+    and > 2 px). cv2.calibrateCamera can leave a strongly distorted view in a flipped pose that the camera's other
+    views outvote (2 of 20 views 97-130 degrees off, 12-27 px RMS, on issue 15's field rig); one such pose in
+    the hand-eye seed put every camera 2-4 degrees and 30-50 mm off and cost the adjustment 30 extra iterations."""
+    by_cam: dict[str, list[float]] = {}
+    for r, e in zip(refs, rms):
+        by_cam.setdefault(r.view.camera, []).append(e)
+    limit = {c: max(3 * float(np.median(v)), 2.0) for c, v in by_cam.items()}
+    for r, e in zip(refs, rms):
+        r.trusted = bool(e <= limit[r.view.camera])
+
+
 def pnp(view: View, X: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """T_cam_board of one view with known intrinsics (IPPE for a plane, then Levenberg-Marquardt)."""
     import cv2
@@ -137,7 +160,7 @@ def hand_eye_groups(refs: list[ViewRef]) -> list[list[ViewRef]]:
     for r in refs:
         # a wrist camera on a gripper-held board sees it still (no arm motion to use), and a hand-held board has a
         # new pose in every frame: only one board node per capture makes the arm's poses an AX = XB problem
-        if r.gripper != r.wrist and r.board_node[2] is None:
+        if r.gripper != r.wrist and r.board_node[2] is None and r.trusted:
             groups.setdefault((r.session, r.view.camera), []).append(r)
     return sorted((g for g in groups.values() if len(g) >= 3), key=len, reverse=True)
 
@@ -185,11 +208,14 @@ def propagate(refs: list[ViewRef], known: dict, reseed=None) -> dict:
     nodes = {r.cam_node for r in refs} | {r.board_node for r in refs}
     while len(known) < len(nodes):
         links: dict[tuple, list[np.ndarray]] = {}
+        poor: dict[tuple, list[np.ndarray]] = {}  # links through badly fitting views: only for nodes nothing else reaches
         for r in refs:
+            to = links if r.trusted else poor
             if r.cam_node in known and r.board_node not in known:
-                links.setdefault(r.board_node, []).append(_board_from_cam(r, known[r.cam_node]))
+                to.setdefault(r.board_node, []).append(_board_from_cam(r, known[r.cam_node]))
             elif r.board_node in known and r.cam_node not in known:
-                links.setdefault(r.cam_node, []).append(_cam_from_board(r, known[r.board_node]))
+                to.setdefault(r.cam_node, []).append(_cam_from_board(r, known[r.board_node]))
+        links.update({n: v for n, v in poor.items() if n not in links})
         if not links and reseed is not None and (new := reseed(known)):
             known.update(new)
             continue

@@ -12,7 +12,8 @@ import numpy as np
 
 from wallwm_edge.calibration import se3
 from wallwm_edge.calibration.adjust import AdjustConfig, AdjustResult, Problem, adjust
-from wallwm_edge.calibration.initial import check_counts, intrinsics, pnp, propagate, reseed_hand_eye, seed, view_refs
+from wallwm_edge.calibration.initial import (check_counts, flag_poor_poses, intrinsics, pnp, propagate, reseed_hand_eye, seed, view_refs,
+                                              view_rms)
 from wallwm_edge.calibration.observations import Session
 from wallwm_edge.calibration.quality import CameraQuality, QualityConfig, assess, perspective
 from wallwm_edge.calibration.rig import Camera, Rig
@@ -90,6 +91,7 @@ def calibrate(sessions: list[Session], cfg: CalibrateConfig = CalibrateConfig(),
         r.T_cam_board = pnp_pose.get(id(r.view))
         if r.T_cam_board is None:
             r.T_cam_board = pnp(r.view, sessions[r.session].board.corners(), K, dist)
+    flag_poor_poses(refs, [view_rms(r, sessions[r.session].board.corners(), *init[("K", r.view.camera)]) for r in refs])
     reference = cfg.reference or next((c for c in cameras if c not in wrist), cameras[0])
     if reference not in cameras:
         raise DataError(f"reference camera {reference!r} is not in the capture; cameras: {cameras}")

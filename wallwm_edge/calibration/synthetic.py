@@ -143,6 +143,54 @@ def make_scene(cfg: SceneConfig, board: Board) -> Scene:
     return Scene(rig, board, mount, poses, flange, T_flange_board, targets)
 
 
+FIELD_CAMERAS = {  # name: (azimuth from the robot's front, degrees; height above the workspace centre, m), as issue 15's rig
+    "oblique": (50.0, 0.35), "side": (-20.0, 0.35), "top": (None, 0.85), "lonely": (-95.0, 0.30)}
+
+
+def field_scenes(seed: int = 0, n_frames: int = 40, wrist_frames: int = 20, k1=(-0.30, -0.12), width: int = 640,
+                 height: int = 480, board: Board | None = None) -> tuple[Scene, Scene]:
+    """Issue 15's hard rig as two captures sharing one ground-truth rig: (held, table).
+
+    held:  the board in the gripper, `n_frames` frames, each aimed at one fixed camera in turn:
+           "oblique" sees only its own frames, with the board tilted 55-70 degrees from its view ray ("side" and
+           "top" may see those frames too); "side" and "top" see each other's frames; "lonely" (on the robot's
+           flank) sees only its own frames and no other camera does: only the arm's poses link it.
+    table: the board lying on the table, `wrist_frames` arm poses, seen by the wrist camera only.
+    Lenses: k1 drawn from `k1` (strong barrel), 640x480, focal 480-620 px, principal point off centre."""
+    from wallwm_edge.calibration.board import Board as _Board
+
+    board = board or _Board.load("charuco_a3")
+    rng = np.random.default_rng(1000 + seed)
+    cams = []
+    for name, (az, up) in FIELD_CAMERAS.items():
+        if az is None:
+            pos = WORK_CENTRE + [-0.25, 0.05 * rng.uniform(-1, 1), up]
+        else:
+            a = np.deg2rad(az) + np.pi
+            pos = WORK_CENTRE + 0.85 * np.array([np.cos(a), np.sin(a), 0.0]) + [0, 0, up + 0.1 * rng.uniform(-1, 1)]
+        T = look_at(pos, WORK_CENTRE + rng.normal(0, 0.03, 3), roll_deg=rng.uniform(-8, 8), up=(0, 0, 1) if az is not None else (1, 0, 0))
+        f = rng.uniform(480, 620)
+        K = np.array([[f, 0, width / 2 + rng.uniform(-12, 12)], [0, f * rng.uniform(0.995, 1.005), height / 2 + rng.uniform(-10, 10)], [0, 0, 1]])
+        dist = np.array([rng.uniform(*k1), rng.uniform(-0.05, 0.1), rng.uniform(-1e-3, 1e-3), rng.uniform(-1e-3, 1e-3), 0.0])
+        cams.append(Camera(name, width, height, K, dist, T))
+    seen_with = {"oblique": ["oblique", "side", "top"], "side": ["side", "top"], "top": ["top", "side"], "lonely": ["lonely"]}
+    T_flange_board = make_T(rotvec_to_R(np.deg2rad([180.0, 0, 0])), [-board.size_m[0] / 2, board.size_m[1] / 2, 0.12])
+    poses, targets = {}, {}
+    for k in range(n_frames):
+        cam = cams[k % len(cams)]
+        tilt = rng.uniform(55, 70) if cam.name == "oblique" else rng.uniform(20, 55)
+        px = np.array([rng.uniform(0.15, 0.85) * width, rng.uniform(0.15, 0.85) * height])
+        centre = cam.center + rng.uniform(0.3, 0.55) * cam.pixel_rays(px[None])[0]
+        poses[f"{k:04d}"] = _board_facing(board, cam.center, centre, tilt, rng)
+        targets[f"{k:04d}"] = seen_with[cam.name]
+    flange = {n: T @ np.linalg.inv(T_flange_board) for n, T in poses.items()}
+    table = make_scene(SceneConfig(n_cameras=1, layout="none", board_mount="static", n_frames=wrist_frames, wrist=True,
+                                   table_seen_by_fixed=False, width=width, height=height, seed=seed), board)
+    rig = Rig(tuple(cams) + (table.rig.camera("wrist"),))
+    held = Scene(rig, board, "gripper", poses, flange, T_flange_board, targets)
+    return held, Scene(rig, board, "static", table.T_base_board, table.flange, None, table.targets)
+
+
 def bump(scene: Scene, name: str, deg: float = 1.0, mm: float = 5.0) -> Scene:
     """The same scene (board poses, arm poses) with camera `name` knocked: turned by `deg` degrees about
     a tilted axis and shifted by `mm` millimetres, in its own frame, as a knock moves a mount."""
