@@ -137,3 +137,19 @@ def test_op_refuses_wrong_shapes_in_one_line():
 def test_register_is_refused_when_disabled(monkeypatch):
     monkeypatch.setenv("WALLWM_ORT_OPS", "0")
     assert attention_op.register(ort.SessionOptions()) is False
+
+
+@needs_op
+def test_op_gives_the_same_bits_on_any_session_thread_count():
+    """(sample, head) pairs are tasks of the session's intra-op pool; each is computed the same way on any thread."""
+    B, H, S, D, ms = 3, 4, 114, 24, (3, 1, 114, 114)
+    q, k, v, mask = _inputs(B, H, S, D, ms, seed=16)
+    outs = []
+    for threads in (1, 2, 3):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        assert attention_op.register(opts)
+        sess = ort.InferenceSession(_model(B, H, S, D, ms), opts, providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {"q": q, "k": k, "v": v, "mask": mask})[0])
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    assert np.abs(outs[0] - _reference(q, k, v, mask)).max() <= ATOL

@@ -51,15 +51,22 @@ def library() -> tuple[str | None, str]:
     return _C.__file__, ""
 
 
+THREADS_KEY = "wallwm.intra_op_num_threads"  # session config the op reads (csrc/ort_ops.cpp kThreadsKey)
+
+
 def register(opts, enable: bool = True) -> bool:
     """Register the op library on onnxruntime SessionOptions `opts`; False (nothing registered) when it cannot
-    load, when `enable` is False, or when WALLWM_ORT_OPS=0 (then graphs with the node run its standard body)."""
+    load, when `enable` is False, or when WALLWM_ORT_OPS=0 (then graphs with the node run its standard body).
+
+    Call it after setting `opts.intra_op_num_threads`: the op learns the session's thread count from a config
+    entry (onnxruntime >= 1.24) and, on one thread, runs all heads in one kernel call instead of one per head."""
     if not enable or os.environ.get("WALLWM_ORT_OPS", "1") == "0":
         return False
     path, _ = library()
     if path is None:
         return False
     try:
+        opts.add_session_config_entry(THREADS_KEY, str(int(opts.intra_op_num_threads)))
         opts.register_custom_ops_library(path)
     except Exception:  # an onnxruntime too old for the library's C API: the standard body runs instead
         return False

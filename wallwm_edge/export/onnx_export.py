@@ -151,10 +151,10 @@ def session(path: str | os.PathLike, threads: int | None = None, providers=("CPU
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    attention_op.register(opts, custom_ops)
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    attention_op.register(opts, custom_ops)  # after the threads: the op reads them
     try:
         return ort.InferenceSession(str(path), opts, providers=list(providers))
     except Exception as e:  # onnxruntime raises its own exception types; one line is what the user needs
