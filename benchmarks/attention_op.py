@@ -28,6 +28,7 @@ ratios use it) and wall time (median, minimum).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
@@ -63,8 +64,10 @@ def _feeds(side: dict, seed: int = 0) -> dict[str, np.ndarray]:
 # ---- the Python-op route ------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def pyop_library() -> tuple[str | None, str]:
-    """(onnxruntime-extensions' library with our Python op defined, "") or (None, why)."""
+    """(onnxruntime-extensions' library with our Python op defined, "") or (None, why). Once per process:
+    onnxruntime-extensions refuses a second definition of the same op."""
     try:
         from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
     except ImportError:
