@@ -151,6 +151,10 @@ class WallWM(nn.Module):
 
     def denoise_step(self, obs_h, cond_h, c, x_video, x_action, t, mask):
         """One velocity evaluation. No Python control flow depends on tensor values."""
+        return self._denoise(obs_h, cond_h, c, x_video, x_action, t, mask)[:3]
+
+    def _denoise(self, obs_h, cond_h, c, x_video, x_action, t, mask):
+        """denoise_step plus the action tower's hidden tokens (B, 2+K+L, D) after the last layer."""
         B, Vn = obs_h.shape[0], self.cfg.view_tokens
         fut = self.video_in(x_video).reshape(B, self.cfg.n_future, Vn, -1) + self.video_pos[1:]  # (B, F, Vn, D)
         xv = torch.cat([obs_h, fut.reshape(B, -1, fut.shape[-1])], dim=1)  # (B, (1+F)Vn, D)
@@ -160,7 +164,7 @@ class WallWM(nn.Module):
             xv, xa = layer(xv, xa, cc, mask)
         v_video = self.video_out(self.video_norm(xv[:, Vn:]))  # (B, F*Vn, latent)
         ha = self.action_norm_out(xa[:, self.n_cond :])  # (B, L, D)
-        return v_video, self.action_out(ha), self.end_head(ha).squeeze(-1)  # (B, L, A), (B, L)
+        return v_video, self.action_out(ha), self.end_head(ha).squeeze(-1), xa  # (B, L, A), (B, L)
 
     def sample(self, images, proprio, instruction, mask, noise_video, noise_action, steps: int):
         """Euler-integrate the flow from the given noise; returns raw actions, p_end and video latents."""
@@ -174,8 +178,8 @@ class WallWM(nn.Module):
         return self.action_norm.unnormalize(xa), torch.sigmoid(end_logit), xv
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
-        return self.loss(batch, generator)
+    def forward(self, batch: dict, generator: torch.Generator | None = None, hidden: bool = False) -> dict:
+        return self.loss(batch, generator, hidden)
 
     def draw_noise(self, B: int, generator: torch.Generator | None = None) -> dict:
         """Flow time and noise for B samples. The trainer draws them for the GLOBAL batch and slices,
@@ -187,12 +191,14 @@ class WallWM(nn.Module):
             "noise_action": torch.randn(B, c.horizon, c.action_dim, generator=generator),
         }
 
-    def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+    def loss(self, batch: dict, generator: torch.Generator | None = None, hidden: bool = False) -> dict:
         """Joint rectified-flow loss. batch (collated training samples):
         images (B,V,H,W,3) u8, future_images (B,F,V,H,W,3) u8, proprio (B,P), actions (B,L,A) raw,
         action_valid (B,L) bool, end_target (B,L) float, instruction (B,384), view_mask (B,Vn,Vn) bool,
         optionally t (B,), noise_video, noise_action (else drawn here from `generator`).
         Every term is a mean over samples of a per-sample mean, so equal shards average to the whole.
+        hidden: also return "instruction_token" (B, D), the action tower's instruction token after the last
+        layer (the trainer's auxiliary probes read what the action tower gathered from the views there).
         """
         cfg = self.cfg
         B = batch["images"].shape[0]
@@ -205,7 +211,7 @@ class WallWM(nn.Module):
         t, n_video, n_action = (noise[k].to(dev) for k in ("t", "noise_video", "noise_action"))
         obs_h, cond_h, c = self.prepare(batch["images"], batch["proprio"].float(), batch["instruction"].float())
         mask = self.full_mask(batch["view_mask"])
-        vv, va, end_logit = self.denoise_step(
+        vv, va, end_logit, xa = self._denoise(
             obs_h, cond_h, c, interpolate(x1_video, n_video, t), interpolate(x1_action, n_action, t), t, mask
         )
         valid = batch["action_valid"].float()  # (B, L)
@@ -219,5 +225,7 @@ class WallWM(nn.Module):
             total = total + cfg.loss_end * l_end
             out["end"] = l_end
         out["loss"] = total
+        if hidden:
+            out["instruction_token"] = xa[:, 0]
         return out
 

@@ -97,6 +97,30 @@ def task_names() -> list[str]:
     return sorted(ENV_POLICY_MAP)
 
 
+def scene_goals(episodes) -> np.ndarray:
+    """(E, 3) float32: each episode's goal position (Meta-World obs[36:39] after reset(seed)), scaled to
+    [-1, 1] over WORKSPACE_MIN..MAX. The goal depends on the task and scene seed only, so it is recomputed
+    from the episode's metadata (no rendering) rather than stored in the dataset. For the trainer's
+    auxiliary goal probe; episodes from anywhere but this simulator are refused."""
+    from wallwm_edge.errors import DataError
+
+    envs: dict = {}
+    out = np.empty((len(episodes), 3), np.float32)
+    try:
+        for i, ep in enumerate(episodes):
+            if ep.task not in envs:
+                try:
+                    envs[ep.task] = MetaWorldEnv(SimConfig(task=ep.task, render=False))
+                except ConfigError as e:
+                    raise DataError(f"{ep.path or ep.episode_id}: no simulated scene to take a goal from ({e})") from None
+            g = envs[ep.task].reset(int(ep.seed))["state"][36:39]
+            out[i] = 2.0 * (g - WORKSPACE_MIN) / (WORKSPACE_MAX - WORKSPACE_MIN) - 1.0
+    finally:
+        for e in envs.values():
+            e.close()
+    return out
+
+
 class MetaWorldEnv:
     """A Meta-World task with V calibrated cameras.
 

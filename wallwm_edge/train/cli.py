@@ -40,6 +40,9 @@ def register(sub) -> None:
     p.add_argument("--horizon", type=int, default=None, help="override the preset's L_max / chunk length")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="fine-tune: start from this checkpoint's weights and model (fresh optimizer and schedule; --preset unused)")
+    p.add_argument("--goal-loss", type=float, default=None, metavar="W",
+                   help="weight of the auxiliary goal probe (simulated datasets: the action tower regresses the scene's goal "
+                        "position; training-only). Default: TrainConfig's, 0 = off")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--stop-at", type=int, default=None, help="stop (and checkpoint) at this step; resume later")
     p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint period in steps (default 200)")
@@ -70,7 +73,8 @@ def run(args) -> int:
     tcfg = TrainConfig(preset=args.preset, mode=args.mode, steps=args.steps or 2000, batch_size=args.batch_size, lr=args.lr,
                        muon_lr=args.muon_lr, optimizer=args.optimizer, warmup=args.warmup, seed=args.seed, track=args.track,
                        split=args.split, ckpt_every=args.ckpt_every, log_every=args.log_every, model_overrides=overrides,
-                       init=str(args.init) if args.init else None)
+                       init=str(args.init) if args.init else None,
+                       goal_loss=TrainConfig.goal_loss if args.goal_loss is None else args.goal_loss)
     embed = hash_embedder() if args.text_encoder == "hash" else default_embedder()
     try:
         if args.resume:  # the saved recipe is used; only --steps may extend it

@@ -97,7 +97,10 @@ def dataset_fingerprint(ds: Dataset) -> str:
 
 class SampleSource:
     def __init__(self, ds: Dataset, cfg: ModelConfig, embed: Embedder, track: str = "subtask", split: str | None = None,
-                 paraphrases: bool = True, clusters: int = 8, seed: int = 0, done_fraction: float = 0.0):
+                 paraphrases: bool = True, clusters: int = 8, seed: int = 0, done_fraction: float = 0.0,
+                 goals=None):
+        """goals: optional callable (episodes) -> (E, 3) float32, each episode's goal position (normalised);
+        samples then carry it as "goal" (the trainer's auxiliary goal probe)."""
         if not 0.0 <= done_fraction < 1.0:
             raise ConfigError(f"done_fraction must be in [0, 1), got {done_fraction}")
         cfg.check_data(views=ds.views, action_dim=ds.info["action_dim"], proprio_dim=ds.info["proprio_dim"], image_size=ds.image_size, where=f"dataset {ds.root}")
@@ -125,6 +128,7 @@ class SampleSource:
                 self.items.append(Item(i, 0, ep.num_frames, ep.task, texts))
         if not self.items:
             raise DataError(f"{ds.root}: no training items")
+        self.goals = None if goals is None else np.asarray(goals(self.episodes), np.float32)  # (E, 3)
         self.keys = sorted({it.key for it in self.items})
         texts = sorted({t for it in self.items for t in it.texts})
         emb = np.asarray(embed(texts), np.float32)
@@ -221,7 +225,8 @@ class SampleSource:
             if cfg.mode == "event" and stop - t <= L:
                 end[n - 1 :] = 1.0  # the event ends inside this chunk, at step n - 1
         fut_idx = [min(T - 1, t + int(round(n * (f + 1) / cfg.n_future))) for f in range(cfg.n_future)]
-        return {
+        goal = {} if self.goals is None else {"goal": self.goals[it.episode]}
+        return goal | {
             "images": np.asarray(ep.frames[t]),
             "future_images": np.stack([np.asarray(ep.frames[i]) for i in fut_idx]),
             "proprio": np.asarray(ep.proprio[t], np.float32),

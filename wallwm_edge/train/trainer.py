@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from wallwm_edge.errors import ConfigError
 from wallwm_edge.model.checkpoint import MODEL_FILE, load_model, read_header, save_model
 from wallwm_edge.model.denoiser import WallWM
 from wallwm_edge.model.presets import ModelConfig, resolve
+from wallwm_edge.sim.metaworld_env import scene_goals
 from wallwm_edge.train.optim import lr_factor, make_optimizers, set_lr
 from wallwm_edge.train.samples import Embedder, SampleSource, dataset_fingerprint
 from wallwm_edge.train.state import STATE_FILE, load_train_state, save_train_state
@@ -61,6 +63,11 @@ class TrainConfig:
     # Fine-tune: start from this checkpoint's weights, model config, autoencoder and normalizers (fresh
     # optimizers and schedule); preset and model_overrides are then unused. None: train from scratch.
     init: str | None = None
+    # Auxiliary goal probe (simulated datasets only): a linear probe on the action tower's instruction token
+    # regresses the scene's goal position, weight goal_loss. Measured: a fine-tuned teacher's actions did
+    # not change at all when the goal marker moved (it had learned each task's mean path), so the action
+    # tower is made to gather where the goal is. The probe is training-only: not in the checkpoint.
+    goal_loss: float = 0.0
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -147,8 +154,12 @@ class Trainer:
         if tcfg.batch_size % self.world:
             raise ConfigError(f"batch size {tcfg.batch_size} is not divisible by the {self.world} processes")
         self.tcfg, self.cfg = tcfg, cfg
+        if not tcfg.goal_loss >= 0:
+            raise ConfigError(f"goal_loss must be >= 0, got {tcfg.goal_loss}")
+        if tcfg.goal_loss > 0 and self.world > 1:  # the probe is not wrapped in DDP: its copies would drift apart
+            raise ConfigError("goal_loss is single-process only; train with one process or goal_loss 0")
         self.source = SampleSource(ds, cfg, embed or default_embedder(), tcfg.track, tcfg.split, tcfg.paraphrases, tcfg.clusters, tcfg.seed,
-                                   done_fraction=tcfg.done_fraction)
+                                   done_fraction=tcfg.done_fraction, goals=scene_goals if tcfg.goal_loss > 0 else None)
         self.dataset_meta = {"name": ds.info.get("name"), "root": str(ds.root), "fingerprint": fingerprint,
                              "episodes": len(self.source.episodes), "items": len(self.source.items)}
         self.rig_json = self.source.episodes[0].rig.to_json()
@@ -180,6 +191,10 @@ class Trainer:
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.model = model
         self.params = sum(p.numel() for p in unwrap(model).parameters())
+        self.goal_probe = self.probe_opt = None
+        if tcfg.goal_loss > 0:
+            self.goal_probe = nn.Sequential(nn.LayerNorm(cfg.width), nn.Linear(cfg.width, 3)).to(self.device)
+            self.probe_opt = torch.optim.AdamW(self.goal_probe.parameters(), lr=tcfg.lr)
 
     # ------------------------------------------------------------------ one step
     def global_batch(self) -> tuple[list, dict]:
@@ -199,22 +214,30 @@ class Trainer:
         factor = lr_factor(self.step, self.tcfg.steps, self.tcfg.warmup)
         set_lr(self.optimizers, self.base_lr, factor)
         batch = self.local_batch(*self.global_batch())
-        out = self.model(batch)
-        for opt in self.optimizers:
+        out = self.model(batch, hidden=self.goal_probe is not None)
+        opts = self.optimizers
+        if self.goal_probe is not None:
+            out["goal"] = F.mse_loss(self.goal_probe(out["instruction_token"]), batch["goal"])
+            out["loss"] = out["loss"] + self.tcfg.goal_loss * out["goal"]
+            for g in self.probe_opt.param_groups:
+                g["lr"] = self.tcfg.lr * factor
+            opts = [*opts, self.probe_opt]
+        for opt in opts:
             opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         if self.tcfg.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
-        for opt in self.optimizers:
+        for opt in opts:
             opt.step()
         self.step += 1
-        logs = torch.stack([out[k].detach() for k in ("loss", "video", "action")] + [out.get("end", torch.zeros(()))])
+        logs = torch.stack([out[k].detach() for k in ("loss", "video", "action")] + [out.get("end", torch.zeros(()))]
+                           + [out.get("goal", torch.zeros(()))])
         if self.world > 1:
             import torch.distributed as dist
 
             dist.all_reduce(logs)
             logs /= self.world
-        return dict(zip(["loss", "video", "action", "end"], logs.tolist())) | {"lr": self.tcfg.lr * factor}
+        return dict(zip(["loss", "video", "action", "end", "goal"], logs.tolist())) | {"lr": self.tcfg.lr * factor}
 
     # ------------------------------------------------------------------ loop, checkpoints, logs
     def save(self) -> None:
@@ -258,7 +281,8 @@ class Trainer:
                     writer.writerow([self.step] + [f"{logs[k]:.6g}" for k in ("loss", "video", "action", "end", "lr")] + [f"{dt:.4f}"])
                     log.flush()
                 bar.update(1)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", act=f"{logs['action']:.4f}")
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", act=f"{logs['action']:.4f}",
+                                **({"goal": f"{logs['goal']:.4f}"} if self.goal_probe is not None else {}))
                 if self.step % self.tcfg.ckpt_every == 0 and self.step < stop:
                     self.save()
         except KeyboardInterrupt:
