@@ -244,8 +244,14 @@ std::once_flag g_once;
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
-                                                                                           const OrtApiBase* base) {
+// pybind11 builds _C with hidden symbols: this one must be visible, it is what onnxruntime looks up.
+#if defined(_WIN32)
+#define WALLWM_ORT_EXPORT __declspec(dllexport)
+#else
+#define WALLWM_ORT_EXPORT __attribute__((visibility("default")))
+#endif
+
+extern "C" WALLWM_ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* base) {
   OrtStatus* status = nullptr;
   std::call_once(g_once, [&] {
     for (int v = ORT_API_VERSION; v >= kMinApi && !g_api; --v) {  // the newest API both sides know
