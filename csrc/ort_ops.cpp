@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <mutex>
 #include <string>
@@ -75,7 +76,24 @@ OrtStatus* read_tensor(const OrtValue* value, Tensor& t) {
   return g_api->GetTensorMutableData(const_cast<OrtValue*>(value), &t.data);
 }
 
-// One (sample, head) of the attention: a task of onnxruntime's intra-op thread pool.
+// The kernel's OpenMP loops held to the calling thread while alive: inside onnxruntime the session's threads
+// are the parallelism (its intra-op thread count is the user's budget), so no OpenMP team is started there.
+// The setting is per thread and restored, so Python's own calls of _C on this thread keep their threads.
+class SerialOpenMP {
+ public:
+#ifdef _OPENMP
+  SerialOpenMP() : before_(omp_get_max_threads()) { omp_set_num_threads(1); }
+  ~SerialOpenMP() { omp_set_num_threads(before_); }
+
+ private:
+  int before_;
+#else
+  SerialOpenMP() {}  // user-provided: no "unused variable" warning where OpenMP is absent
+  ~SerialOpenMP() {}
+#endif
+};
+
+// One call's inputs, shared by the tasks that compute its (sample, head) pairs.
 struct Job {
   const float *q, *k, *v;
   float* out;
@@ -88,17 +106,9 @@ struct Job {
 // Heads [h0, h0 + nh) of sample b, on the calling thread.
 void run_heads(const Job& j, int64_t b, int64_t h0, int64_t nh) {
   const int64_t m = j.mB == 1 ? 0 : b, at = (b * j.H + h0) * j.S * j.D;
-#ifdef _OPENMP
-  // The session's threads are the parallelism (its intra-op thread count is the user's budget): the kernel's own
-  // OpenMP loops run on this thread alone. The setting is per thread, and restored for other callers of _C.
-  const int before = omp_get_max_threads();
-  omp_set_num_threads(1);
-#endif
+  SerialOpenMP serial;
   wallwm::block_sparse_attention_cpu(j.q + at, j.k + at, j.v + at, 1, nh, j.S, j.D, j.mask + m * j.S * j.S,
                                      (*j.block_masks)[size_t(m)].data(), j.block, j.scale, nullptr, j.out + at);
-#ifdef _OPENMP
-  omp_set_num_threads(before);
-#endif
 }
 
 void run_head(void* job_, size_t task) {  // a task of onnxruntime's thread pool: one (sample, head)
@@ -116,8 +126,17 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + ")";
 }
 
-OrtStatus* ORT_API_CALL compute(void* kernel_, OrtKernelContext* ctx) {
-  const Kernel& kernel = *static_cast<const Kernel*>(kernel_);
+OrtStatus* compute_impl(const Kernel& kernel, OrtKernelContext* ctx);
+
+OrtStatus* ORT_API_CALL compute(void* kernel, OrtKernelContext* ctx) {
+  try {  // nothing may unwind into onnxruntime's C frames
+    return compute_impl(*static_cast<const Kernel*>(kernel), ctx);
+  } catch (const std::exception& e) {
+    return g_api->CreateStatus(ORT_FAIL, (std::string("wallwm.BlockSparseAttention: ") + e.what()).c_str());
+  }
+}
+
+OrtStatus* compute_impl(const Kernel& kernel, OrtKernelContext* ctx) {
   Tensor in[4];
   for (size_t i = 0; i < 4; ++i) {
     const OrtValue* value = nullptr;
@@ -151,7 +170,10 @@ OrtStatus* ORT_API_CALL compute(void* kernel_, OrtKernelContext* ctx) {
   const int64_t nb = (S + kernel.block - 1) / kernel.block;
   const uint8_t* m = static_cast<const uint8_t*>(mask.data);  // ONNX bool is one byte, 0 or 1
   std::vector<std::vector<uint8_t>> block_masks(size_t(mB), std::vector<uint8_t>(size_t(nb * nb)));
-  for (int64_t b = 0; b < mB; ++b) wallwm::block_mask_cpu(m + b * S * S, S, kernel.block, block_masks[size_t(b)].data());
+  {
+    SerialOpenMP serial;
+    for (int64_t b = 0; b < mB; ++b) wallwm::block_mask_cpu(m + b * S * S, S, kernel.block, block_masks[size_t(b)].data());
+  }
   Job job{static_cast<const float*>(q.data), static_cast<const float*>(k.data), static_cast<const float*>(v.data),
           static_cast<float*>(out), m, &block_masks, mB, H, S, D, kernel.block,
           kernel.scale > 0.0f ? kernel.scale : 1.0f / std::sqrt(float(D))};
