@@ -112,16 +112,7 @@ def test_closing_one_env_leaves_another_envs_images_intact(drop):
 
 
 def _goal_pixels(env, view: int) -> int:
-    import mujoco
-
-    sid = env.model.site("goal").id
-    env.renderer.enable_segmentation_rendering()
-    try:
-        env.renderer.update_scene(env.data, camera=env.cam_ids[view])
-        seg = env.renderer.render()
-    finally:
-        env.renderer.disable_segmentation_rendering()
-    return int(((seg[..., 1] == int(mujoco.mjtObj.mjOBJ_SITE)) & (seg[..., 0] == sid)).sum())
+    return int((env.render_segmentation(view, obj="site") == env.model.site("goal").id).sum())
 
 
 def test_goal_marker_is_rendered_large_enough_to_see_and_changes_no_physics():

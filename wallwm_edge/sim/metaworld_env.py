@@ -295,8 +295,9 @@ class MetaWorldEnv:
             out[v] = self.renderer.render()
         return out
 
-    def render_segmentation(self, view: int) -> np.ndarray:
-        """(H, W) geom id visible at each pixel of view `view` (-1 for background); for tests and masks."""
+    def render_segmentation(self, view: int, obj: str = "geom") -> np.ndarray:
+        """(H, W) id of the `obj` ("geom" or "site") visible at each pixel of view `view` (-1 elsewhere);
+        for tests and masks."""
         self.renderer.enable_segmentation_rendering()
         try:
             self.renderer.update_scene(self.data, camera=self.cam_ids[view])
@@ -304,7 +305,8 @@ class MetaWorldEnv:
         finally:
             self.renderer.disable_segmentation_rendering()
         ids = seg[..., 0].astype(np.int64)
-        return np.where(seg[..., 1] == int(self._mj.mjtObj.mjOBJ_GEOM), ids, -1)
+        kind = {"geom": self._mj.mjtObj.mjOBJ_GEOM, "site": self._mj.mjtObj.mjOBJ_SITE}[obj]
+        return np.where(seg[..., 1] == int(kind), ids, -1)
 
     # --- observation ---------------------------------------------------------------------------------
 
